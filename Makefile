@@ -1,0 +1,52 @@
+# The README's commands. `make demo` brings the whole thing up locally; `make test` runs every check CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CLUSTER_DIR ?= /tmp/managed-secrets-cluster
+export MSO_CLUSTER_DIR := $(CLUSTER_DIR)
+
+.PHONY: help install lint typecheck unit integration test build-controlplane cluster-up cluster-down bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
+
+install: $(VENV)/.installed  ## create .venv with the package and its dev/test tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: install  ## ruff (lint + format check) and the layer contracts (import-linter)
+	$(BIN)/ruff check src tests hack bench
+	$(BIN)/ruff format --check src tests hack bench
+	$(BIN)/lint-imports
+
+typecheck: install  ## mypy --strict on src/
+	$(BIN)/mypy
+
+unit: install  ## fast tests of the pure logic
+	$(BIN)/pytest tests/unit -q
+
+integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
+	$(BIN)/pytest tests/integration -q
+
+test: lint typecheck  ## everything: lint, types, unit and integration tests (the README's test command)
+	$(BIN)/pytest tests -q
+
+build-controlplane:  ## build etcd, kube-apiserver, kube-controller-manager, kubectl and helm (cached)
+	bash hack/build-controlplane.sh
+
+cluster-up: install  ## start the local control plane; prints the kubeconfig path
+	$(BIN)/python hack/cluster.py up --dir $(CLUSTER_DIR)
+
+cluster-down: install  ## stop the local control plane
+	$(BIN)/python hack/cluster.py down --dir $(CLUSTER_DIR)
+
+bench: install  ## benchmarks with figures and ratios against a baseline measured in the same run
+	$(BIN)/python -m bench
+
+clean:  ## remove the venv and caches (not the Go build cache)
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

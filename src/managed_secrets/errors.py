@@ -1,0 +1,126 @@
+"""Every error the operator raises on purpose, in one place.
+
+The tree::
+
+    ManagedSecretsError                  base of everything below
+    ├── InvalidRequest                   the caller asked for something the model forbids; state unchanged
+    │   ├── InvalidStageLabel            unknown/malformed label, or a custom label on a non-Generic secret
+    │   ├── LabelLimitExceeded           a 9th distinct stage label
+    │   ├── ProtectedLabel               removing ACSCurrent/ACSPrevious instead of moving them
+    │   ├── VersionNotFound              a version id the secret does not have
+    │   ├── RotationInProgress           a second rotation while one is ACSPending
+    │   ├── IdempotencyConflict          same version/request id, different value
+    │   └── InvalidPolicy                a value-generator policy that cannot produce a value
+    ├── IntegrityError                   a sealed record failed authentication: fails closed for that version
+    │   └── UnknownKeyError              the record names a key-encryption key the keyring does not have
+    ├── KeyringError                     the keyring itself is malformed or cannot be used
+    │   ├── KeyNotFound                  the key provider holds no key-encryption key with that id
+    │   └── UnwrapFailed                 a wrapped data key failed authentication under its key
+    └── StoreError                       the backing store failed
+        ├── RecordNotFound               no record under that key
+        ├── WriteConflict                compare-and-swap lost: someone else wrote first
+        └── CorruptRecord                a stored record that does not parse or breaks the model's invariants
+
+Messages name secrets, versions and keys, never a value: Kopf copies exception text into status and Events.
+"""
+
+from __future__ import annotations
+
+
+class ManagedSecretsError(Exception):
+    """Base class of the operator's own errors."""
+
+
+class InvalidRequest(ManagedSecretsError):
+    """The request breaks a rule of the secret model; nothing was changed."""
+
+
+class InvalidStageLabel(InvalidRequest):
+    """A stage label that is unknown, malformed, or not allowed on this secret type."""
+
+
+class LabelLimitExceeded(InvalidRequest):
+    """The secret would carry more distinct stage labels than allowed."""
+
+
+class ProtectedLabel(InvalidRequest):
+    """ACSCurrent and ACSPrevious can be moved but never simply removed."""
+
+
+class VersionNotFound(InvalidRequest):
+    """The secret has no version with the given id."""
+
+
+class RotationInProgress(InvalidRequest):
+    """A rotation is already in flight (a version carries ACSPending)."""
+
+
+class IdempotencyConflict(InvalidRequest):
+    """A repeated version or request id came with a different value."""
+
+
+class InvalidPolicy(InvalidRequest):
+    """A value-generator policy that cannot produce a value (e.g. every character excluded)."""
+
+
+class IntegrityError(ManagedSecretsError):
+    """A sealed value failed authentication (tampered, truncated, or moved). Fails closed for that version."""
+
+    def __init__(self, secret_id: str, version_id: str, reason: str) -> None:
+        self.secret_id = secret_id
+        self.version_id = version_id
+        self.reason = reason
+        super().__init__(f"integrity check failed for secret {secret_id} version {version_id}: {reason}")
+
+
+class UnknownKeyError(IntegrityError):
+    """The sealed value names a key-encryption key that the keyring does not hold."""
+
+    def __init__(self, secret_id: str, version_id: str, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(secret_id, version_id, f"unknown key-encryption key id {key_id!r}")
+
+
+class KeyringError(ManagedSecretsError):
+    """The keyring is malformed or cannot serve the request."""
+
+
+class KeyNotFound(KeyringError):
+    """The key provider holds no key-encryption key with this id (never created, or already removed).
+
+    Raised by key providers without knowing which secret asked; the envelope layer turns it into
+    `UnknownKeyError` naming the secret and version.
+    """
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no key-encryption key with id {key_id!r}")
+
+
+class UnwrapFailed(KeyringError):
+    """A wrapped data key failed authentication under its key-encryption key (tampered, or bound elsewhere).
+
+    Raised by key providers; the envelope layer turns it into `IntegrityError` naming the secret and version.
+    Any other `KeyringError` from a provider (e.g. an external KMS that cannot be reached) is not an integrity
+    failure and is passed on unchanged.
+    """
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"wrapped data key failed authentication under key-encryption key {key_id!r}")
+
+
+class StoreError(ManagedSecretsError):
+    """The backing store failed."""
+
+
+class RecordNotFound(StoreError):
+    """No record is stored under that key."""
+
+
+class WriteConflict(StoreError):
+    """A compare-and-swap write lost: the record changed since it was read (or already exists)."""
+
+
+class CorruptRecord(StoreError):
+    """A stored record does not parse, or breaks the model's invariants."""

@@ -1,0 +1,55 @@
+"""Fixtures for tests that run against a real control plane.
+
+The session fixture reuses the cluster that KUBECONFIG points at if it answers; otherwise it starts one with
+``hack/cluster.py`` in a temporary directory and stops it when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+import cluster as local_cluster
+from support import kube
+
+
+def _reachable(kubeconfig: str) -> bool:
+    try:
+        api = kube.admin_client(kubeconfig)
+        client.VersionApi(api).get_code(_request_timeout=5)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[str]:
+    given = os.environ.get("KUBECONFIG")
+    if given and _reachable(given):
+        yield given
+        return
+    if os.environ.get("MSO_REQUIRE_EXISTING_CLUSTER"):
+        pytest.fail(f"KUBECONFIG={given!r} does not answer and MSO_REQUIRE_EXISTING_CLUSTER is set")
+    state = Path(tempfile.mkdtemp(prefix="mso-test-cluster-"))
+    started = local_cluster.up(state)
+    try:
+        yield str(started.kubeconfig)
+    finally:
+        local_cluster.down(state)
+
+
+@pytest.fixture(scope="session")
+def admin(kubeconfig: str) -> client.ApiClient:
+    return kube.admin_client(kubeconfig)
+
+
+@pytest.fixture
+def namespace(admin: client.ApiClient) -> Iterator[str]:
+    name = kube.create_namespace(admin)
+    yield name
+    kube.delete_namespace(admin, name)
