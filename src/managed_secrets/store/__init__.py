@@ -2,5 +2,6 @@
 
 from managed_secrets.store.base import RecordKey, StoredRecord, VersionStore
 from managed_secrets.store.memory import InMemoryStore
+from managed_secrets.store.vault import Loaded, SecretVault
 
-__all__ = ["InMemoryStore", "RecordKey", "StoredRecord", "VersionStore"]
+__all__ = ["InMemoryStore", "Loaded", "RecordKey", "SecretVault", "StoredRecord", "VersionStore"]

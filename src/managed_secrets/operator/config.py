@@ -1,0 +1,41 @@
+"""Operator configuration, read once at start-up from the environment (the Helm chart sets it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespace: str
+    keyring_secret: str = "managed-secrets-keyring"
+    keyring_file: Path | None = None
+    watch_namespaces: tuple[str, ...] = ()
+    purge_interval_seconds: float = 3600.0
+    max_workers: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        namespace = env.get("MSO_NAMESPACE") or _service_account_namespace() or "managed-secrets"
+        watch = tuple(n.strip() for n in env.get("MSO_WATCH_NAMESPACES", "").split(",") if n.strip())
+        keyring_file = env.get("MSO_KEYRING_FILE")
+        return cls(
+            namespace=namespace,
+            keyring_secret=env.get("MSO_KEYRING_SECRET", "managed-secrets-keyring"),
+            keyring_file=Path(keyring_file) if keyring_file else None,
+            watch_namespaces=watch,
+            purge_interval_seconds=float(env.get("MSO_PURGE_INTERVAL_SECONDS", "3600")),
+            max_workers=int(env.get("MSO_MAX_WORKERS", "8")),
+        )
+
+
+def _service_account_namespace() -> str | None:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

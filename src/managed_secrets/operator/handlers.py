@@ -1,0 +1,96 @@
+"""Kopf handlers: a few lines each, validating the event and calling the reconcile service.
+
+The service lives in ``memo.service`` (built at start-up). Handler failures are re-raised as Kopf errors
+whose text comes from ``safe_message``: Kopf copies it into annotations, logs and (if enabled) Events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from managed_secrets.errors import ManagedSecretsError
+from managed_secrets.projection.render import MANAGED_LABEL, OWNER_ANNOTATION
+from managed_secrets.service import ManagedSecretService, safe_message
+from managed_secrets.service.spec import API_GROUP, API_VERSION, PLURAL
+
+log = logging.getLogger(__name__)
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+
+
+def _service(memo: kopf.Memo) -> ManagedSecretService:
+    service: ManagedSecretService = memo["service"]
+    return service
+
+
+def _guard(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except kopf.PermanentError:
+        raise
+    except Exception as e:
+        raise kopf.TemporaryError(safe_message(e), delay=15) from None
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _guard(_service(memo).reconcile, body)
+
+
+@kopf.on.delete(*RESOURCE)
+def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _guard(_service(memo).delete, body)
+
+
+@kopf.index(*RESOURCE)
+def value_sources(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str] | None:
+    """(namespace, source Secret name) -> ManagedSecret names that take their value from it."""
+    source = (spec.get("valueFrom") or {}).get("secretRef") or {}
+    if source.get("name"):
+        return {(namespace, str(source["name"])): name}
+    return None
+
+
+@kopf.on.event("v1", "secrets")
+def secret_changed(
+    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, value_sources: kopf.Index[Any, str], **_: Any
+) -> None:
+    """A projected Secret was edited or deleted, or a valueFrom source changed: reconcile its ManagedSecret."""
+    obj = event.get("object") or {}
+    metadata = obj.get("metadata") or {}
+    owners: set[tuple[str, str]] = set()
+    if (metadata.get("labels") or {}).get(MANAGED_LABEL) == "true":
+        owner = (metadata.get("annotations") or {}).get(OWNER_ANNOTATION, "")
+        owner_ns, _, owner_name = owner.partition("/")
+        if owner_ns == namespace and owner_name:
+            owners.add((owner_ns, owner_name))
+    for ms_name in value_sources.get((namespace, name), []):
+        owners.add((namespace, ms_name))
+    service = _service(memo)
+    for owner_ns, owner_name in sorted(owners):
+        try:
+            service.reconcile_by_name(owner_ns, owner_name)
+        except (ManagedSecretsError, Exception) as e:
+            log.warning("reconcile of %s/%s after a Secret event failed: %s", owner_ns, owner_name, safe_message(e))
+
+
+def start_purger(service: ManagedSecretService, interval: float, stop: threading.Event) -> threading.Thread:
+    """A background sweep that purges stored records whose recovery window is over (reads only when idle)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                service.purge_expired()
+            except Exception as e:
+                log.warning("purge sweep failed: %s", safe_message(e))
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=loop, name="purger", daemon=True)
+    thread.start()
+    return thread

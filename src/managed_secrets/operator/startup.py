@@ -1,0 +1,71 @@
+"""Start-up wiring: clients, keyring, vault and service go into Kopf's memo; Kopf settings chosen on purpose."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from managed_secrets.domain.clock import SystemClock
+from managed_secrets.operator.config import OperatorConfig
+from managed_secrets.operator.handlers import start_purger
+from managed_secrets.service import EventRecorder, ManagedSecretService
+from managed_secrets.store import SecretVault
+from managed_secrets.store.keyring_secret import load_keyring_file, load_or_create_keyring
+from managed_secrets.store.kubernetes import KubernetesStore
+
+log = logging.getLogger(__name__)
+PREFIX = "managedsecrets.io"
+
+
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()
+
+
+def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    # Own names for everything Kopf stores on our objects.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Events are posted by the service with messages it wrote; Kopf's would repeat handler/exception text.
+    settings.posting.enabled = False
+    settings.execution.max_workers = cfg.max_workers
+    # No diff-base is ever stored on native Secrets: they only have on.event handlers, which store nothing.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
+    configure_kopf(settings, cfg)
+    api = api_client()
+    if cfg.keyring_file is not None:
+        keyring = load_keyring_file(cfg.keyring_file)
+    else:
+        keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret)
+    store = KubernetesStore(api, cfg.namespace)
+    vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
+    service = ManagedSecretService(api, vault, EventRecorder(api))
+    memo["config"] = cfg
+    memo["service"] = service
+    stop = threading.Event()
+    memo["stop"] = stop
+    start_purger(service, cfg.purge_interval_seconds, stop)
+    log.info("managed-secrets-operator started; store and keyring in namespace %s", cfg.namespace)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    stop = memo.get("stop")
+    if stop is not None:
+        stop.set()

@@ -1,0 +1,25 @@
+"""Render the ACSCurrent value into a native Secret and keep that Secret as rendered."""
+
+from managed_secrets.projection.apply import (
+    ApplyAction,
+    Owner,
+    ProjectionConflict,
+    ProjectionError,
+    apply_projection,
+    delete_projection,
+)
+from managed_secrets.projection.render import DesiredSecret, RenderError, TargetSpec, data_hash, render
+
+__all__ = [
+    "ApplyAction",
+    "DesiredSecret",
+    "Owner",
+    "ProjectionConflict",
+    "ProjectionError",
+    "RenderError",
+    "TargetSpec",
+    "apply_projection",
+    "data_hash",
+    "delete_projection",
+    "render",
+]

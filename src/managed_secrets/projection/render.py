@@ -1,0 +1,177 @@
+"""Render the native Secret a ManagedSecret projects: pure, no Kubernetes calls.
+
+Keys are copied from the ACSCurrent value; ``target.template.data`` adds (or overrides) keys rendered with
+Jinja2's sandbox, which refuses attribute tricks that reach Python internals. Template errors are reported
+by key name and error kind only: the message of an arbitrary exception could quote a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from managed_secrets.crypto import fingerprint
+from managed_secrets.domain import SecretValue
+from managed_secrets.errors import ManagedSecretsError
+
+__all__ = [
+    "BINARY_VALUE_KEY",
+    "DATA_HASH_ANNOTATION",
+    "MANAGED_LABEL",
+    "OWNER_ANNOTATION",
+    "PREVIOUS_VERSION_ANNOTATION",
+    "VERSION_ANNOTATION",
+    "DesiredSecret",
+    "RenderError",
+    "TargetSpec",
+    "data_hash",
+    "render",
+]
+
+VERSION_ANNOTATION = "managedsecrets.io/version"
+PREVIOUS_VERSION_ANNOTATION = "managedsecrets.io/previous-version"
+DATA_HASH_ANNOTATION = "managedsecrets.io/data-hash"
+OWNER_ANNOTATION = "managedsecrets.io/managed-secret"
+MANAGED_LABEL = "managedsecrets.io/managed"
+BINARY_VALUE_KEY = "value"
+
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class RenderError(ManagedSecretsError):
+    """The projected Secret cannot be rendered (a template fails, or a value is not text)."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """``spec.target`` of a ManagedSecret, with the CRD's defaults applied."""
+
+    name: str
+    type: str = "Opaque"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    template: Mapping[str, str] = field(default_factory=dict)
+    include_previous: bool = False
+    previous_suffix: str = "_PREVIOUS"
+    creation_policy: str = "Owner"
+    adopt_existing: bool = False
+    drift_policy: str = "Revert"
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, object], default_name: str) -> TargetSpec:
+        target = spec.get("target") or {}
+        assert isinstance(target, Mapping)
+        template = target.get("template") or {}
+        assert isinstance(template, Mapping)
+        return cls(
+            name=str(target.get("name") or default_name),
+            type=str(target.get("type") or "Opaque"),
+            labels=dict(target.get("labels") or {}),
+            annotations=dict(target.get("annotations") or {}),
+            template=dict(template.get("data") or {}),
+            include_previous=bool(target.get("includePrevious", False)),
+            previous_suffix=str(target.get("previousSuffix") or "_PREVIOUS"),
+            creation_policy=str(target.get("creationPolicy") or "Owner"),
+            adopt_existing=bool(target.get("adoptExisting", False)),
+            drift_policy=str(target.get("driftPolicy") or "Revert"),
+        )
+
+
+@dataclass(frozen=True)
+class DesiredSecret:
+    """What the projected Secret must look like. ``repr`` shows key names, never data."""
+
+    namespace: str
+    name: str
+    type: str
+    data: Mapping[str, bytes]
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+    @property
+    def data_hash(self) -> str:
+        return self.annotations[DATA_HASH_ANNOTATION]
+
+    def __repr__(self) -> str:
+        return (
+            f"DesiredSecret({self.namespace}/{self.name}, type={self.type}, keys={sorted(self.data)}, "
+            f"version={self.annotations.get(VERSION_ANNOTATION)})"
+        )
+
+
+def data_hash(data: Mapping[str, bytes], hash_key: bytes) -> str:
+    """Keyed hash of a Secret's data: compares live and desired data without revealing either."""
+    if not data:
+        return fingerprint(b"{}", hash_key)
+    return fingerprint(SecretValue.from_map(data).to_bytes(), hash_key)
+
+
+def _plain(value: SecretValue) -> dict[str, bytes]:
+    if value.keys():
+        return value.as_dict()
+    return {BINARY_VALUE_KEY: value.blob}
+
+
+def _text_context(value: SecretValue) -> dict[str, str]:
+    context: dict[str, str] = {}
+    for key, raw in _plain(value).items():
+        try:
+            context[key] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary entries cannot take part in templates; referencing one is an undefined name
+    return context
+
+
+def _render_template(key: str, source: str, context: Mapping[str, object]) -> bytes:
+    try:
+        return _ENV.from_string(source).render(context).encode("utf-8")
+    except jinja2.TemplateSyntaxError as e:
+        raise RenderError(f"template for key {key!r} has a syntax error on line {e.lineno}: {e.message}") from None
+    except jinja2.UndefinedError as e:
+        raise RenderError(f"template for key {key!r} refers to something undefined: {e.message}") from None
+    except jinja2.sandbox.SecurityError:
+        raise RenderError(f"template for key {key!r} tried an operation the sandbox forbids") from None
+    except Exception as e:
+        raise RenderError(f"template for key {key!r} failed ({type(e).__name__})") from None
+
+
+def render(
+    *,
+    owner_namespace: str,
+    owner_name: str,
+    target: TargetSpec,
+    current: SecretValue,
+    current_version: str,
+    hash_key: bytes,
+    previous: SecretValue | None = None,
+    previous_version: str | None = None,
+) -> DesiredSecret:
+    """The Secret for ``current`` (and ``previous`` when ``target.include_previous``)."""
+    data = _plain(current)
+    context: dict[str, object] = dict(_text_context(current))
+    context["version"] = current_version
+    if target.include_previous and previous is not None:
+        for key, raw in _plain(previous).items():
+            data[key + target.previous_suffix] = raw
+        context["previous"] = _text_context(previous)
+    for key, source in sorted(target.template.items()):
+        data[key] = _render_template(key, source, context)
+
+    annotations = dict(target.annotations)
+    annotations[VERSION_ANNOTATION] = current_version
+    if target.include_previous and previous_version:
+        annotations[PREVIOUS_VERSION_ANNOTATION] = previous_version
+    annotations[OWNER_ANNOTATION] = f"{owner_namespace}/{owner_name}"
+    annotations[DATA_HASH_ANNOTATION] = data_hash(data, hash_key)
+    labels = {**target.labels, MANAGED_LABEL: "true", "app.kubernetes.io/managed-by": "managed-secrets-operator"}
+    return DesiredSecret(
+        namespace=owner_namespace,
+        name=target.name,
+        type=target.type,
+        data=data,
+        labels=labels,
+        annotations=annotations,
+    )

@@ -1,0 +1,404 @@
+"""The one reconcile path behind every handler: create, update, resume, source change, drift, delete.
+
+``reconcile`` is idempotent: run twice on an unchanged world it writes nothing the second time (no store
+write, no Secret write, no status patch, no Event). Handlers stay thin and call into here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from managed_secrets.domain import (
+    SecretMetadata,
+    SecretRecord,
+    SecretValue,
+    apply_prune,
+    new_secret,
+    put_value,
+)
+from managed_secrets.errors import InvalidRequest, ManagedSecretsError
+from managed_secrets.projection import (
+    ApplyAction,
+    Owner,
+    ProjectionConflict,
+    ProjectionError,
+    RenderError,
+    apply_projection,
+    delete_projection,
+    render,
+)
+from managed_secrets.rotation.generators import generate_password
+from managed_secrets.service.events import EventRecorder
+from managed_secrets.service.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    GenerateSource,
+    ManagedSecretSpec,
+    parse_spec,
+)
+from managed_secrets.service.status import Condition, desired_status, status_differs
+from managed_secrets.store import RecordKey, SecretVault
+
+log = logging.getLogger(__name__)
+
+RESTORE_ANNOTATION = "managedsecrets.io/restore"
+DELETED_AT = "deleted-at"
+PURGE_AFTER = "purge-after"
+
+
+class SourceUnavailable(ManagedSecretsError):
+    """The value source (e.g. the valueFrom Secret) cannot be read yet."""
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for the handler to log and for tests."""
+
+    record: SecretRecord | None = None
+    new_version: str | None = None
+    projection: ApplyAction | None = None
+    conditions: list[Condition] = field(default_factory=list)
+
+
+class ManagedSecretService:
+    """Reconciles ManagedSecrets against the vault and the cluster."""
+
+    def __init__(self, api: client.ApiClient, vault: SecretVault, events: EventRecorder) -> None:
+        self.api = api
+        self.vault = vault
+        self.events = events
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._locks: dict[RecordKey, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, key: RecordKey) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # --- entry points ----------------------------------------------------------------------------------
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        meta = body["metadata"]
+        key = RecordKey(meta["namespace"], meta["name"])
+        with self._lock(key):
+            return self._reconcile(body, key)
+
+    def reconcile_by_name(self, namespace: str, name: str) -> Outcome | None:
+        """Reconciles the ManagedSecret read fresh from the API (for Secret events)."""
+        try:
+            body = self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        return self.reconcile(body)
+
+    def delete(self, body: Mapping[str, Any]) -> None:
+        """The ManagedSecret is going away: keep its versions for the recovery window, or purge them now."""
+        meta = body["metadata"]
+        key = RecordKey(meta["namespace"], meta["name"])
+        spec = parse_spec(body.get("spec") or {}, meta["name"])
+        with self._lock(key):
+            loaded = self.vault.load(key)
+            if loaded is None:
+                return
+            if loaded.record.metadata.uid != meta.get("uid") and DELETED_AT in loaded.attributes:
+                return  # the record belongs to an earlier incarnation already deleted
+            if spec.recovery_window_days == 0:
+                self.vault.store.delete(key)
+                log.info("deleted the stored versions of %s at once (recoveryWindowDays=0)", key)
+                return
+            now = self.vault.clock.now()
+            purge = now + dt.timedelta(days=spec.recovery_window_days)
+            self.vault.set_attributes(
+                key, lambda a: {**a, DELETED_AT: _iso(now), PURGE_AFTER: _iso(purge)}
+            )
+            log.info("kept the stored versions of %s until %s", key, _iso(purge))
+
+    def purge_expired(self) -> list[RecordKey]:
+        """Deletes stored records whose recovery window has passed. Reads only when nothing is due."""
+        now = self.vault.clock.now()
+        purged = []
+        for stored in self.vault.store.list():
+            due = stored.attributes.get(PURGE_AFTER)
+            if due and dt.datetime.fromisoformat(due) <= now:
+                try:
+                    self.vault.store.delete(stored.key, expected_revision=stored.revision)
+                except ManagedSecretsError:
+                    continue
+                purged.append(stored.key)
+                log.info("purged the stored versions of %s: recovery window over", stored.key)
+        return purged
+
+    # --- the reconcile path ----------------------------------------------------------------------------
+
+    def _reconcile(self, body: Mapping[str, Any], key: RecordKey) -> Outcome:
+        meta = body["metadata"]
+        outcome = Outcome()
+        spec = parse_spec(body.get("spec") or {}, meta["name"])
+        try:
+            record = self._ensure_record(body, key, spec, outcome)
+            outcome.record = record
+            if record is not None and record.current is not None:
+                self._project(body, spec, record, outcome)
+        except (ManagedSecretsError, ApiException) as e:
+            self._fail(body, outcome, e)
+            self._write_status(body, spec, outcome)
+            if isinstance(e, (ProjectionConflict, SourceUnavailable, InvalidRequest, RenderError)):
+                return outcome  # waits for a change (the Secret watch or a spec edit brings it back)
+            raise
+        self._write_status(body, spec, outcome)
+        return outcome
+
+    def _ensure_record(
+        self, body: Mapping[str, Any], key: RecordKey, spec: ManagedSecretSpec, outcome: Outcome
+    ) -> SecretRecord | None:
+        meta = body["metadata"]
+        loaded = self.vault.load(key)
+        if loaded is not None and DELETED_AT in loaded.attributes:
+            if (meta.get("annotations") or {}).get(RESTORE_ANNOTATION, "").lower() != "true":
+                until = loaded.attributes.get(PURGE_AFTER, "?")
+                outcome.conditions.append(
+                    Condition(
+                        "Ready",
+                        "False",
+                        "InRecoveryWindow",
+                        f"an earlier ManagedSecret {key} was deleted; its versions are kept until {until}. "
+                        f"Add the annotation {RESTORE_ANNOTATION}: 'true' to restore them",
+                    )
+                )
+                return None
+            uid = meta["uid"]
+            self.vault.update(
+                key,
+                lambda r: _with_uid(r, uid) if r else r,
+                attributes=lambda a: {k: v for k, v in a.items() if k not in (DELETED_AT, PURGE_AFTER)},
+            )
+            self.events.normal(body, "Restored", f"restored {len(loaded.record.versions)} stored versions")
+            loaded = self.vault.load(key)
+
+        record = loaded.record if loaded else None
+        value = self._source_value(body, spec, record)
+        if value is not None:
+            record = self._store_value(body, key, spec, value, outcome)
+        if record is not None and len(record.versions) > spec.version_limit:
+            limit = spec.version_limit
+            record = self.vault.update(key, lambda r: apply_prune(r, limit) if r else r)
+        return record
+
+    def _source_value(
+        self, body: Mapping[str, Any], spec: ManagedSecretSpec, record: SecretRecord | None
+    ) -> SecretValue | None:
+        """The value the source wants stored now, or None when the current version already has it."""
+        if spec.generate is not None:
+            current = self._open_current(record)
+            if current is not None and _generated_value_current(spec.generate, current):
+                return None
+            return _generate(spec.generate, current)
+        if spec.value_from is not None:
+            return self._read_value_from(body["metadata"]["namespace"], spec)
+        if record is None:
+            raise InvalidRequest(
+                f"spec.{spec.source_kind or 'source'} values are created by rotation, which this operator "
+                "version does not run yet"
+            )
+        return None
+
+    def _open_current(self, record: SecretRecord | None) -> SecretValue | None:
+        if record is None or record.current is None:
+            return None
+        return self.vault.open(record, record.current)
+
+    def _read_value_from(self, namespace: str, spec: ManagedSecretSpec) -> SecretValue:
+        assert spec.value_from is not None
+        name = spec.value_from.secret_name
+        try:
+            source = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise SourceUnavailable(f"source Secret {namespace}/{name} (spec.valueFrom) does not exist") from None
+            if e.status == 403:
+                raise SourceUnavailable(
+                    f"cannot read source Secret {namespace}/{name}: the operator lacks 'get' on Secrets"
+                ) from None
+            raise
+        import base64
+
+        data = {k: base64.b64decode(v) for k, v in (source.data or {}).items()}
+        if spec.value_from.keys is not None:
+            missing = sorted(set(spec.value_from.keys) - set(data))
+            if missing:
+                raise SourceUnavailable(f"source Secret {namespace}/{name} lacks the keys {missing}")
+            data = {k: data[k] for k in spec.value_from.keys}
+        if not data:
+            raise SourceUnavailable(f"source Secret {namespace}/{name} has no data")
+        return SecretValue.from_map(data)
+
+    def _store_value(
+        self, body: Mapping[str, Any], key: RecordKey, spec: ManagedSecretSpec, value: SecretValue, outcome: Outcome
+    ) -> SecretRecord:
+        meta = body["metadata"]
+        fingerprint = self.vault.fingerprint(value)
+        created: list[str] = []
+
+        def change(record: SecretRecord | None) -> SecretRecord:
+            base = record or new_secret(_metadata(body, spec, self.vault.clock.now()))
+            version_id = self.vault.next_version_id(base)
+            sealed = self.vault.seal(base.secret_id, version_id, value)
+            updated, version = put_value(base, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now())
+            created[:] = [version.id] if updated is not base or record is None else []
+            return updated
+
+        record = self.vault.update(key, change)
+        assert record is not None
+        if created:
+            outcome.new_version = created[0]
+            self.events.normal(
+                body, "VersionCreated", f"stored version {created[0]} as ACSCurrent ({_source_word(spec)})"
+            )
+            log.info("stored version %s of %s/%s", created[0], meta["namespace"], meta["name"])
+        return record
+
+    def _project(self, body: Mapping[str, Any], spec: ManagedSecretSpec, record: SecretRecord, outcome: Outcome) -> None:
+        meta = body["metadata"]
+        current = record.current
+        assert current is not None
+        previous = record.previous if spec.target.include_previous else None
+        desired = render(
+            owner_namespace=meta["namespace"],
+            owner_name=meta["name"],
+            target=spec.target,
+            current=self.vault.open(record, current),
+            current_version=current.id,
+            previous=self.vault.open(record, previous) if previous else None,
+            previous_version=previous.id if previous else None,
+            hash_key=self.vault.hash_key,
+        )
+        owner = Owner(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"], meta["uid"])
+        status = body.get("status") or {}
+        old_name = status.get("projectedSecret")
+        action = apply_projection(
+            self.api, desired, spec.target, owner, self.vault.hash_key, previously_projected=old_name == desired.name
+        )
+        outcome.projection = action
+        if old_name and old_name != desired.name and spec.target.creation_policy == "Owner":
+            if delete_projection(self.api, meta["namespace"], old_name, owner):
+                self.events.normal(body, "ProjectionMoved", f"deleted the old projected Secret {old_name}")
+        if action in (ApplyAction.CREATED, ApplyAction.UPDATED, ApplyAction.RESTORED):
+            self.events.normal(body, "Projected", f"Secret {desired.name} now holds version {current.id} ({action})")
+        elif action is ApplyAction.DRIFT_REVERTED:
+            self.events.normal(body, "DriftReverted", f"Secret {desired.name} was edited; restored version {current.id}")
+        if action in (ApplyAction.DRIFT_REPORTED, ApplyAction.MISSING_REPORTED):
+            what = "was edited" if action is ApplyAction.DRIFT_REPORTED else "was deleted"
+            outcome.conditions.append(
+                Condition("Drifted", "True", "DriftDetected", f"Secret {desired.name} {what}; driftPolicy is Report")
+            )
+        else:
+            outcome.conditions.append(Condition("Drifted", "False", "InSync", f"Secret {desired.name} is in sync"))
+        outcome.conditions.append(
+            Condition("Projected", "True", "Projected", f"Secret {desired.name} holds version {current.id}")
+        )
+        outcome.conditions.append(Condition("Ready", "True", "Ready", f"version {current.id} is current and projected"))
+
+    # --- failure and status ----------------------------------------------------------------------------
+
+    def _fail(self, body: Mapping[str, Any], outcome: Outcome, error: Exception) -> None:
+        message = safe_message(error)
+        reason = {
+            ProjectionConflict: "SecretNotOwned",
+            SourceUnavailable: "SourceUnavailable",
+            RenderError: "TemplateError",
+        }.get(type(error), type(error).__name__)
+        outcome.conditions = [c for c in outcome.conditions if c.type not in ("Ready", "Projected")]
+        if isinstance(error, (ProjectionConflict, ProjectionError, RenderError)):
+            outcome.conditions.append(Condition("Projected", "False", reason, message))
+        outcome.conditions.append(Condition("Ready", "False", reason, message))
+        old = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
+        previous_ready = old.get("Ready") or {}
+        if previous_ready.get("reason") != reason or previous_ready.get("message") != message:
+            self.events.warning(body, reason, message)
+
+    def _write_status(self, body: Mapping[str, Any], spec: ManagedSecretSpec, outcome: Outcome) -> None:
+        meta = body["metadata"]
+        record = outcome.record
+        projected = spec.target.name if outcome.projection is not None else None
+        new = desired_status(body, record, outcome.conditions, projected, self.vault.clock.now())
+        if not status_differs(body.get("status") or {}, new):
+            return
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], {"status": new}
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return
+            raise
+
+
+def safe_message(error: BaseException) -> str:
+    """Error text safe for status, Events and logs: our messages never hold values; API bodies might."""
+    if isinstance(error, ApiException):
+        return f"Kubernetes API error: HTTP {error.status} {error.reason}"
+    if isinstance(error, ManagedSecretsError):
+        return str(error)
+    return f"unexpected {type(error).__name__}"
+
+
+def _metadata(body: Mapping[str, Any], spec: ManagedSecretSpec, now: dt.datetime) -> SecretMetadata:
+    meta = body["metadata"]
+    return SecretMetadata(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        secret_type=spec.secret_type,
+        created=now,
+        description=spec.description,
+        encryption_key=spec.encryption_key,
+        tags=tuple(sorted((meta.get("labels") or {}).items())),
+    )
+
+
+def _with_uid(record: SecretRecord, uid: str) -> SecretRecord:
+    from dataclasses import replace
+
+    return replace(record, metadata=replace(record.metadata, uid=uid))
+
+
+def _generated_value_current(source: GenerateSource, current: SecretValue) -> bool:
+    keys = set(current.keys())
+    if keys != set(source.key_names):
+        return False
+    data = current.as_dict()
+    return all(data.get(k) == v.encode() for k, v in source.static.items())
+
+
+def _generate(source: GenerateSource, current: SecretValue | None) -> SecretValue:
+    """A value with every generated key: kept from ``current`` where it has it, new where it does not."""
+    kept = current.as_dict() if current is not None and current.keys() else {}
+    data: dict[str, bytes] = {}
+    for key in source.keys:
+        data[key.name] = kept[key.name] if key.name in kept else generate_password(key.policy).encode()
+    for name, text in source.static.items():
+        data[name] = text.encode()
+    return SecretValue.from_map(data)
+
+
+def _source_word(spec: ManagedSecretSpec) -> str:
+    return "generated" if spec.generate is not None else f"from {spec.source_kind}"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,104 @@
+"""The ManagedSecret spec as typed, immutable values (the CRD has already applied defaults and checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from managed_secrets.domain import SecretType
+from managed_secrets.errors import InvalidRequest
+from managed_secrets.projection import TargetSpec
+from managed_secrets.rotation.generators import PasswordPolicy
+
+API_GROUP = "managedsecrets.io"
+API_VERSION = "v1alpha1"
+KIND = "ManagedSecret"
+PLURAL = "managedsecrets"
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    name: str
+    policy: PasswordPolicy
+
+
+@dataclass(frozen=True)
+class GenerateSource:
+    keys: tuple[GeneratedKey, ...]
+    static: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key_names(self) -> frozenset[str]:
+        return frozenset(k.name for k in self.keys) | frozenset(self.static)
+
+
+@dataclass(frozen=True)
+class ValueFromSource:
+    secret_name: str
+    keys: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ManagedSecretSpec:
+    secret_type: SecretType
+    description: str
+    encryption_key: str | None
+    version_limit: int
+    target: TargetSpec
+    recovery_window_days: int
+    generate: GenerateSource | None = None
+    value_from: ValueFromSource | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def source_kind(self) -> str:
+        for name in ("generate", "valueFrom", "database", "sshKey", "external"):
+            if self.raw.get(name) is not None:
+                return name
+        return ""
+
+
+def password_policy(raw: Mapping[str, Any]) -> PasswordPolicy:
+    return PasswordPolicy(
+        length=int(raw.get("length", 32)),
+        exclude_characters=str(raw.get("excludeCharacters", "")),
+        exclude_numbers=bool(raw.get("excludeNumbers", False)),
+        exclude_punctuation=bool(raw.get("excludePunctuation", False)),
+        exclude_uppercase=bool(raw.get("excludeUppercase", False)),
+        exclude_lowercase=bool(raw.get("excludeLowercase", False)),
+        include_space=bool(raw.get("includeSpace", False)),
+        require_each_included_type=bool(raw.get("requireEachIncludedType", True)),
+    )
+
+
+def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
+    """Typed view of ``spec``; ``InvalidRequest`` for what the schema cannot express."""
+    try:
+        secret_type = SecretType(spec.get("type", "Generic"))
+    except ValueError:
+        raise InvalidRequest(f"spec.type {spec.get('type')!r} is not supported") from None
+    generate = None
+    if spec.get("generate") is not None:
+        g = spec["generate"]
+        generate = GenerateSource(
+            keys=tuple(GeneratedKey(str(k["name"]), password_policy(k)) for k in g.get("keys") or ()),
+            static=dict(g.get("static") or {}),
+        )
+    value_from = None
+    if spec.get("valueFrom") is not None:
+        ref = spec["valueFrom"].get("secretRef") or {}
+        keys = ref.get("keys")
+        value_from = ValueFromSource(secret_name=str(ref.get("name")), keys=tuple(keys) if keys else None)
+    deletion = spec.get("deletion") or {}
+    return ManagedSecretSpec(
+        secret_type=secret_type,
+        description=str(spec.get("description", "")),
+        encryption_key=spec.get("encryptionKey"),
+        version_limit=int(spec.get("versionLimit", 10)),
+        target=TargetSpec.from_spec(spec, default_name=name),
+        recovery_window_days=int(deletion.get("recoveryWindowDays", 7)),
+        generate=generate,
+        value_from=value_from,
+        raw=spec,
+    )

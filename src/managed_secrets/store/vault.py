@@ -1,0 +1,132 @@
+"""SecretVault: the domain model, sealed with the keyring, kept in a VersionStore.
+
+Every change is read → compute (pure domain operation) → compare-and-swap write, retried on conflict with a
+fresh read, so concurrent writers never lose each other's versions or half-move a label. A change that
+leaves the record as it was writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from managed_secrets.crypto import KeyProvider, fingerprint, open_sealed, seal
+from managed_secrets.domain import SecretRecord, SecretValue, Version, codec, version_id_for
+from managed_secrets.domain.clock import Clock
+from managed_secrets.errors import CorruptRecord, RecordNotFound, StoreError, WriteConflict
+from managed_secrets.store.base import RecordKey, StoredRecord, VersionStore
+
+__all__ = ["Loaded", "SecretVault"]
+
+Change = Callable[[SecretRecord | None], SecretRecord | None]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A record as read, with the store's bookkeeping beside it."""
+
+    record: SecretRecord
+    stored: StoredRecord
+
+    @property
+    def attributes(self) -> Mapping[str, str]:
+        return self.stored.attributes
+
+
+class SecretVault:
+    """Reads, seals, opens and changes secret records."""
+
+    def __init__(
+        self,
+        store: VersionStore,
+        provider: KeyProvider,
+        hash_key: bytes,
+        clock: Clock,
+        *,
+        max_attempts: int = 20,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self._hash_key = hash_key
+        self._max_attempts = max_attempts
+
+    # --- values ----------------------------------------------------------------------------------------
+
+    def fingerprint(self, value: SecretValue) -> str:
+        return fingerprint(value.to_bytes(), self._hash_key)
+
+    @property
+    def hash_key(self) -> bytes:
+        return self._hash_key
+
+    def seal(self, secret_id: str, version_id: str, value: SecretValue) -> bytes:
+        return seal(value.to_bytes(), secret_id=secret_id, version_id=version_id, provider=self.provider)
+
+    def open(self, record: SecretRecord, version: Version) -> SecretValue:
+        """The plaintext of ``version``. ``IntegrityError`` (for that version only) if it was tampered with."""
+        raw = open_sealed(version.sealed, secret_id=record.secret_id, version_id=version.id, provider=self.provider)
+        return SecretValue.from_bytes(raw)
+
+    # --- records ---------------------------------------------------------------------------------------
+
+    def load(self, key: RecordKey) -> Loaded | None:
+        try:
+            stored = self.store.read(key)
+        except RecordNotFound:
+            return None
+        return Loaded(record=self._decode(stored), stored=stored)
+
+    def update(
+        self,
+        key: RecordKey,
+        change: Change,
+        *,
+        attributes: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
+    ) -> SecretRecord | None:
+        """Applies ``change`` to the stored record (None if there is none) and writes the result.
+
+        ``change`` must be pure: it can run more than once when another writer wins a race. Returning the
+        record unchanged (and attributes unchanged) writes nothing. ``attributes`` maps the stored
+        attributes to the new ones.
+        """
+        for _ in range(self._max_attempts):
+            loaded = self.load(key)
+            before = loaded.record if loaded else None
+            after = change(before)
+            if after is None:
+                return None
+            old_attrs = dict(loaded.attributes) if loaded else {}
+            new_attrs = dict(attributes(old_attrs)) if attributes else old_attrs
+            if loaded and after == before and new_attrs == old_attrs:
+                return after
+            try:
+                self.store.write(
+                    key,
+                    self._encode(after),
+                    expected_revision=loaded.stored.revision if loaded else None,
+                    attributes=new_attrs,
+                )
+            except WriteConflict:
+                continue
+            return after
+        raise StoreError(f"record for {key} kept changing: gave up after {self._max_attempts} attempts")
+
+    def set_attributes(self, key: RecordKey, attributes: Callable[[Mapping[str, str]], Mapping[str, str]]) -> None:
+        self.update(key, lambda record: record, attributes=attributes)
+
+    def next_version_id(self, record: SecretRecord | None) -> str:
+        return version_id_for(record.next_version_number if record else 1)
+
+    @staticmethod
+    def _encode(record: SecretRecord) -> bytes:
+        return json.dumps(codec.to_document(record), sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _decode(stored: StoredRecord) -> SecretRecord:
+        try:
+            document = json.loads(stored.document)
+        except ValueError:
+            raise CorruptRecord(f"stored record for {stored.key} is not JSON") from None
+        return codec.from_document(document)

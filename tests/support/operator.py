@@ -1,0 +1,180 @@
+"""Run the real operator process against the test cluster, as its own ServiceAccount with deploy/rbac.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from support import kube
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "managedsecrets.io_managedsecrets.yaml"
+RBAC_FILE = ROOT / "deploy" / "rbac.yaml"
+GROUP, VERSION, PLURAL = "managedsecrets.io", "v1alpha1", "managedsecrets"
+
+
+def install_crd(admin: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(admin)
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    name = crd["metadata"]["name"]
+    try:
+        existing = ext.read_custom_resource_definition(name)
+        crd["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        ext.replace_custom_resource_definition(name, crd)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        ext.create_custom_resource_definition(crd)
+
+    def established() -> bool:
+        got = ext.read_custom_resource_definition(name)
+        return any(c.type == "Established" and c.status == "True" for c in (got.status.conditions or []))
+
+    kube.eventually(established, what="the ManagedSecret CRD to be established")
+
+
+def rbac_documents(namespace: str, suffix: str) -> list[dict[str, Any]]:
+    """deploy/rbac.yaml for an operator in ``namespace``; cluster-scoped names get ``suffix``."""
+    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    for doc in docs:
+        meta = doc["metadata"]
+        if "namespace" in meta:
+            meta["namespace"] = namespace
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = f"{meta['name']}-{suffix}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+            for subject in doc["subjects"]:
+                subject["namespace"] = namespace
+    return docs
+
+
+def write_token_kubeconfig(admin: client.ApiClient, token: str, path: Path) -> Path:
+    cfg = admin.configuration
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+class OperatorProcess:
+    """The ``managed-secrets-operator`` command, started and stopped like a pod would be."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_path
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "MSO_NAMESPACE": self.namespace,
+            "MSO_PURGE_INTERVAL_SECONDS": "2",
+            **self.extra_env,
+        }
+        env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "managed_secrets.operator.main", "--log-level=DEBUG", "--log-format=plain"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        kube.eventually(
+            lambda: "managed-secrets-operator started" in self.logs() or self._died(),
+            timeout=60,
+            what="the operator to start",
+        )
+        if self._died():
+            raise AssertionError(f"the operator exited at start-up:\n{self.logs()[-4000:]}")
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class OperatorEnvironment:
+    """An operator namespace with the shipped RBAC, a ServiceAccount token kubeconfig, and the process."""
+
+    def __init__(self, admin: client.ApiClient, workdir: Path) -> None:
+        self.admin = admin
+        self.suffix = uuid.uuid4().hex[:6]
+        self.namespace = kube.create_namespace(admin, "mso-system")
+        utils.create_from_yaml(admin, yaml_objects=rbac_documents(self.namespace, self.suffix))
+        token = kube.token_for(admin, self.namespace, "managed-secrets-operator")
+        self.kubeconfig = write_token_kubeconfig(admin, token, workdir / "operator.kubeconfig")
+        self.process = OperatorProcess(self.kubeconfig, self.namespace, workdir / "operator.log")
+
+    def close(self) -> None:
+        self.process.stop()
+        rbac = client.RbacAuthorizationV1Api(self.admin)
+        for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+            try:
+                delete(f"managed-secrets-operator-{self.suffix}")
+            except ApiException:
+                pass
+        kube.delete_namespace(self.admin, self.namespace)
+
+
+def managed_secret(name: str, **spec: Any) -> dict[str, Any]:
+    """A ManagedSecret body; defaults to a generated password."""
+    spec.setdefault("generate", {"keys": [{"name": "password"}]}) if "valueFrom" not in spec else None
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedSecret", "metadata": {"name": name}, "spec": spec}
+
+
+def wait_ready(admin: client.ApiClient, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(admin)
+
+    def ready() -> dict[str, Any] | None:
+        obj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return dict(obj)
+        return None
+
+    return kube.eventually(ready, timeout=timeout, what=f"ManagedSecret {namespace}/{name} to be Ready")
+
+
+def wait_until(check: Any, timeout: float = 30, what: str = "") -> Any:
+    return kube.eventually(check, timeout=timeout, what=what)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
