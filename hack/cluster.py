@@ -43,6 +43,15 @@ CONTROLLERS = (
     "daemonset-controller",
 )
 
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"""
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -54,6 +63,10 @@ class Cluster:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
 
     @property
     def ca_file(self) -> Path:
@@ -296,6 +309,8 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
     state_dir.chmod(0o700)
     _write_pki(state_dir / "pki")
     pki = state_dir / "pki"
+    # Every write request is recorded (metadata only, never bodies), so tests can count an operator's writes.
+    (state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
 
     etcd_url = f"http://127.0.0.1:{free_port()}"
     etcd_pid = _start(
@@ -336,6 +351,10 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
             f"--service-account-issuer={server}/",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--audit-policy-file={state_dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={state_dir / 'logs' / 'audit.log'}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
             "--v=1",

@@ -53,3 +53,12 @@ def namespace(admin: client.ApiClient) -> Iterator[str]:
     name = kube.create_namespace(admin)
     yield name
     kube.delete_namespace(admin, name)
+
+
+@pytest.fixture(scope="session")
+def audit_log(kubeconfig: str) -> Path:
+    """The API server's audit log (write requests, metadata only) of a cluster started by hack/cluster.py."""
+    path = Path(kubeconfig).parent / "logs" / "audit.log"
+    if not path.exists():
+        pytest.skip("this cluster was not started by hack/cluster.py, so it has no audit log to count writes")
+    return path

@@ -327,7 +327,6 @@ def finish_rotation(secret: SecretRecord, version_id: str) -> SecretRecord:
     if current is not None and current.id != version_id:
         stage_map[PREVIOUS] = current.id
     stage_map[CURRENT] = version_id
-    del stage_map[PENDING]
     return _with_stages(secret, stage_map, rotation=None)
 
 

@@ -19,6 +19,9 @@ from managed_secrets.store.kubernetes import KubernetesStore
 
 log = logging.getLogger(__name__)
 PREFIX = "managedsecrets.io"
+# Kopf drops annotations under its storage prefix from the diffed essence, so user-facing annotations
+# (restore, rotate) must not share it: Kopf's bookkeeping gets a sub-domain of its own.
+KOPF_PREFIX = "kopf.managedsecrets.io"
 
 
 def api_client() -> client.ApiClient:
@@ -32,9 +35,9 @@ def api_client() -> client.ApiClient:
 def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     # Own names for everything Kopf stores on our objects.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     # Events are posted by the service with messages it wrote; Kopf's would repeat handler/exception text.
     settings.posting.enabled = False
