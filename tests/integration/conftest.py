@@ -16,6 +16,7 @@ from kubernetes import client
 
 import cluster as local_cluster
 from support import kube
+from support.operator import OperatorEnvironment, install_crd
 
 
 def _reachable(kubeconfig: str) -> bool:
@@ -62,3 +63,13 @@ def audit_log(kubeconfig: str) -> Path:
     if not path.exists():
         pytest.skip("this cluster was not started by hack/cluster.py, so it has no audit log to count writes")
     return path
+
+
+@pytest.fixture(scope="session")
+def operator(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorEnvironment]:
+    """The operator process, running as the ServiceAccount of deploy/rbac.yaml in its own namespace."""
+    install_crd(admin)
+    env = OperatorEnvironment(admin, tmp_path_factory.mktemp("operator"))
+    env.process.start()
+    yield env
+    env.close()

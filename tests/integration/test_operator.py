@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from support.operator import (
     PLURAL,
     VERSION,
     OperatorEnvironment,
-    install_crd,
     managed_secret,
     wait_ready,
 )
@@ -26,15 +24,6 @@ from managed_secrets.store.kubernetes import store_secret_name
 from managed_secrets.store import RecordKey
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def operator(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorEnvironment]:
-    install_crd(admin)
-    env = OperatorEnvironment(admin, tmp_path_factory.mktemp("operator"))
-    env.process.start()
-    yield env
-    env.close()
 
 
 def create(admin: client.ApiClient, namespace: str, body: dict) -> None:

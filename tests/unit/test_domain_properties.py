@@ -175,16 +175,21 @@ class SecretMachine(RuleBasedStateMachine):
             assert after.rotation is not None and after.rotation.version_id == pending.id
             assert after.current == before.current
 
-    @rule(ref=VERSION_REFS, step=STEPS)
-    def step(self, ref: int, step: RotationStep) -> None:
-        self.record_step(self.pick(ref), step)
+    @rule(ref=VERSION_REFS, action=st.sampled_from(["step", "fail", "finish", "abandon"]), step=STEPS)
+    def rotation_call(self, ref: int, action: str, step: RotationStep) -> None:
+        """A rotation call for any version, pending or not (most are refused)."""
+        version_id = self.pick(ref)
+        if action == "step":
+            self.record_step(version_id, step)
+        elif action == "fail":
+            self.record_failure(version_id)
+        elif action == "finish":
+            self._finish(version_id)
+        else:
+            self.apply("abandon_rotation", lambda s: abandon_rotation(s, version_id))
 
     def record_step(self, version_id: str, step: RotationStep) -> None:
         self.apply("record_rotation_step", lambda s: record_rotation_step(s, version_id, step, self.clock.now()))
-
-    @rule(ref=VERSION_REFS)
-    def fail(self, ref: int) -> None:
-        self.record_failure(self.pick(ref))
 
     def record_failure(self, version_id: str) -> None:
         retry = self.clock.now() + timedelta(minutes=5)
@@ -192,15 +197,6 @@ class SecretMachine(RuleBasedStateMachine):
             "record_rotation_failure",
             lambda s: record_rotation_failure(s, version_id, "target refused", self.clock.now(), retry),
         )
-
-    @rule(ref=VERSION_REFS)
-    def finish(self, ref: int) -> None:
-        self._finish(self.pick(ref))
-
-    @rule(ref=VERSION_REFS)
-    def abandon(self, ref: int) -> None:
-        version_id = self.pick(ref)
-        self.apply("abandon_rotation", lambda s: abandon_rotation(s, version_id))
 
     @precondition(lambda self: self.secret.pending is not None)
     @rule(step=STEPS, failures=st.integers(min_value=0, max_value=2))
@@ -240,8 +236,12 @@ class SecretMachine(RuleBasedStateMachine):
         if old is not None and old.id != version_id:
             assert after.previous is not None and after.previous.id == old.id
 
-    @rule(label=LABELS, to_ref=VERSION_REFS, from_ref=st.none() | VERSION_REFS)
-    def move(self, label: str, to_ref: int, from_ref: int | None) -> None:
+    @rule(moves=st.lists(st.tuples(LABELS, VERSION_REFS, st.none() | VERSION_REFS), min_size=1, max_size=4))
+    def move(self, moves: list[tuple[str, int, int | None]]) -> None:
+        for label, to_ref, from_ref in moves:
+            self.move_one(label, to_ref, from_ref)
+
+    def move_one(self, label: str, to_ref: int, from_ref: int | None) -> None:
         to_version = self.pick(to_ref)
         from_version = None if from_ref is None else self.pick(from_ref)
         before = self.secret
@@ -254,17 +254,34 @@ class SecretMachine(RuleBasedStateMachine):
         if label == CUR and old is not None and old.id != to_version:
             assert after.previous is not None and after.previous.id == old.id
 
+    @precondition(lambda self: self.secret.secret_type is SecretType.GENERIC)
     @rule(
         labels=st.lists(st.sampled_from([f"c{n}" for n in range(1, 8)]), min_size=2, max_size=7), ref=VERSION_REFS
     )
     def move_many(self, labels: list[str], ref: int) -> None:
         """Custom labels in bulk, so that the label limit is reached often enough."""
         for label in labels:
-            self.move(label, ref, None)
+            self.move_one(label, ref, None)
 
-    @rule(label=LABELS, ref=VERSION_REFS)
-    def remove(self, label: str, ref: int) -> None:
-        version_id = self.pick(ref)
+    @rule(removals=st.lists(st.tuples(LABELS, VERSION_REFS), min_size=1, max_size=3))
+    def remove(self, removals: list[tuple[str, int]]) -> None:
+        for label, ref in removals:
+            self.remove_one(label, ref)
+
+    @rule(index=st.integers(min_value=0, max_value=9))
+    def remove_held(self, index: int) -> None:
+        """Remove a label from the version that actually has it."""
+        labels = sorted(self.secret.labels())
+        if labels:
+            label = labels[index % len(labels)]
+            holder = self.secret.version_with(label)
+            assert holder is not None
+            self.remove_by_id(label, holder.id)
+
+    def remove_one(self, label: str, ref: int) -> None:
+        self.remove_by_id(label, self.pick(ref))
+
+    def remove_by_id(self, label: str, version_id: str) -> None:
         after = self.apply("remove_label", lambda s: remove_label(s, label, version_id))
         if after is not None:
             assert not after.version(version_id).has(label)

