@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 from kubernetes import client
-from support import kube
-from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, managed_secret, wait_ready
 
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
+from support import kube
+from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, managed_secret, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,12 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
     # A new version, drift (edit and delete), a broken template, then deletion and restore.
     core.patch_namespaced_secret("source", namespace, {"stringData": {"token": canaries[1]}})
     kube.eventually(
-        lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak")["status"]["currentVersion"]
-        == "v2",
+        lambda: (
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak")["status"][
+                "currentVersion"
+            ]
+            == "v2"
+        ),
         what="v2",
     )
     core.patch_namespaced_secret("leak", namespace, {"stringData": {"token": "edited"}})
@@ -50,12 +54,19 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
         lambda: kube.status_of(lambda: core.read_namespaced_secret("leak", namespace)) == 200, what="restore"
     )
     custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "leak", {"spec": {"target": {"template": {"data": {"BAD": "{{ token | nope }}"}}}}}
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "leak",
+        {"spec": {"target": {"template": {"data": {"BAD": "{{ token | nope }}"}}}}},
     )
     kube.eventually(
         lambda: any(
             c["type"] == "Ready" and c["status"] == "False"
-            for c in custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak")["status"]["conditions"]
+            for c in custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak")["status"][
+                "conditions"
+            ]
         ),
         what="the template error",
     )
@@ -70,14 +81,18 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
     store = core.read_namespaced_secret(store_secret_name(RecordKey(namespace, "leak")), operator.namespace)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak")
     kube.eventually(
-        lambda: kube.status_of(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak"))
-        == 404,
+        lambda: (
+            kube.status_of(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "leak"))
+            == 404
+        ),
         what="deletion",
     )
 
     places = {
         "operator logs (DEBUG)": operator.process.logs(),
-        "Events": json.dumps([admin.sanitize_for_serialization(e) for e in core.list_namespaced_event(namespace).items]),
+        "Events": json.dumps(
+            [admin.sanitize_for_serialization(e) for e in core.list_namespaced_event(namespace).items]
+        ),
         "ManagedSecret (spec, annotations, status)": json.dumps(cr),
         "projected Secret annotations and labels": json.dumps(
             [projected.metadata.annotations, projected.metadata.labels]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+
+from managed_secrets.store import RecordKey
+from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
 from support.operator import (
     GROUP,
@@ -19,9 +20,6 @@ from support.operator import (
     managed_secret,
     wait_ready,
 )
-
-from managed_secrets.store.kubernetes import store_secret_name
-from managed_secrets.store import RecordKey
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +33,16 @@ def secret_data(admin: client.ApiClient, namespace: str, name: str) -> dict[str,
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
-def test_create_projects_the_current_value(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
-    create(admin, namespace, managed_secret("db", generate={"keys": [{"name": "password", "length": 24}], "static": {"username": "app"}}))
+def test_create_projects_the_current_value(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    create(
+        admin,
+        namespace,
+        managed_secret(
+            "db", generate={"keys": [{"name": "password", "length": 24}], "static": {"username": "app"}}
+        ),
+    )
     obj = wait_ready(admin, namespace, "db")
     status = obj["status"]
     assert status["currentVersion"] == "v1"
@@ -45,7 +51,9 @@ def test_create_projects_the_current_value(admin: client.ApiClient, namespace: s
     assert data["username"] == b"app"
     assert len(data["password"]) == 24
     # The store holds ciphertext only: the password appears nowhere in it.
-    store = client.CoreV1Api(admin).read_namespaced_secret(store_secret_name(RecordKey(namespace, "db")), operator.namespace)
+    store = client.CoreV1Api(admin).read_namespaced_secret(
+        store_secret_name(RecordKey(namespace, "db")), operator.namespace
+    )
     document = base64.b64decode(store.data["record"])
     assert data["password"] not in document
     assert base64.b64encode(data["password"]) not in document
@@ -69,20 +77,26 @@ def events_for(admin: client.ApiClient, namespace: str, name: str) -> list[clien
 
 
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = subprocess.run(
-        ["bash", str(Path(__file__).resolve().parents[2] / "hack" / "build-controlplane.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip().splitlines()[-1]
-    return subprocess.run([f"{bin_dir}/kubectl", *args], capture_output=True, text=True, timeout=120)
+    bin_dir = (
+        subprocess.run(
+            ["bash", str(Path(__file__).resolve().parents[2] / "hack" / "build-controlplane.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return subprocess.run([f"{bin_dir}/kubectl", *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_kubectl_wait_and_printer_columns(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, kubeconfig: str
 ) -> None:
     create(admin, namespace, managed_secret("web"))
-    waited = kubectl(f"--kubeconfig={kubeconfig}", "-n", namespace, "wait", "--for=condition=Ready", "msec/web", "--timeout=60s")
+    waited = kubectl(
+        f"--kubeconfig={kubeconfig}", "-n", namespace, "wait", "--for=condition=Ready", "msec/web", "--timeout=60s"
+    )
     assert waited.returncode == 0, waited.stderr
     table = kubectl(f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "msec")
     assert table.returncode == 0, table.stderr
@@ -103,8 +117,10 @@ def test_edit_and_delete_of_projected_secret_are_reverted(
     kube.eventually(lambda: secret_data(admin, namespace, "app") == original, what="the edit to be reverted")
     core.delete_namespaced_secret("app", namespace)
     kube.eventually(
-        lambda: kube.status_of(lambda: core.read_namespaced_secret("app", namespace)) == 200
-        and secret_data(admin, namespace, "app") == original,
+        lambda: (
+            kube.status_of(lambda: core.read_namespaced_secret("app", namespace)) == 200
+            and secret_data(admin, namespace, "app") == original
+        ),
         what="the deleted Secret to be restored",
     )
     reasons = {e.reason for e in events_for(admin, namespace, "app")}
@@ -112,7 +128,9 @@ def test_edit_and_delete_of_projected_secret_are_reverted(
     assert get_ms(admin, namespace, "app")["status"]["currentVersion"] == "v1", "no new version for drift"
 
 
-def test_drift_policy_report_only_reports(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
+def test_drift_policy_report_only_reports(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
     create(admin, namespace, managed_secret("rep", target={"driftPolicy": "Report"}))
     wait_ready(admin, namespace, "rep")
     core = client.CoreV1Api(admin)
@@ -124,7 +142,9 @@ def test_drift_policy_report_only_reports(admin: client.ApiClient, namespace: st
     assert secret_data(admin, namespace, "rep")["password"] == b"mine"
 
 
-def test_unowned_secret_is_not_overwritten(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
+def test_unowned_secret_is_not_overwritten(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
     core = client.CoreV1Api(admin)
     core.create_namespaced_secret(
         namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="taken"), string_data={"password": "theirs"})
@@ -168,7 +188,11 @@ def test_value_from_source_change_creates_a_version(
 def test_spec_change_reprojects_without_a_new_version(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
 ) -> None:
-    create(admin, namespace, managed_secret("tpl", generate={"keys": [{"name": "password"}], "static": {"username": "u"}}))
+    create(
+        admin,
+        namespace,
+        managed_secret("tpl", generate={"keys": [{"name": "password"}], "static": {"username": "u"}}),
+    )
     wait_ready(admin, namespace, "tpl")
     objects(admin).patch_namespaced_custom_object(
         GROUP,
@@ -178,7 +202,9 @@ def test_spec_change_reprojects_without_a_new_version(
         "tpl",
         {"spec": {"target": {"template": {"data": {"DSN": "postgres://{{ username }}:{{ password }}@db/app"}}}}},
     )
-    data = kube.eventually(lambda: (d := secret_data(admin, namespace, "tpl")).get("DSN") and d, what="the DSN key")
+    data = kube.eventually(
+        lambda: (d := secret_data(admin, namespace, "tpl")).get("DSN") and d, what="the DSN key"
+    )
     assert data["DSN"] == b"postgres://u:" + data["password"] + b"@db/app"
     assert get_ms(admin, namespace, "tpl")["status"]["currentVersion"] == "v1"
 
@@ -190,7 +216,11 @@ def test_delete_with_recovery_window_then_restore(
     core.create_namespaced_secret(
         namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="src2"), string_data={"k": "a"})
     )
-    create(admin, namespace, managed_secret("keep", valueFrom={"secretRef": {"name": "src2"}}, deletion={"recoveryWindowDays": 3}))
+    create(
+        admin,
+        namespace,
+        managed_secret("keep", valueFrom={"secretRef": {"name": "src2"}}, deletion={"recoveryWindowDays": 3}),
+    )
     wait_ready(admin, namespace, "keep")
     core.patch_namespaced_secret("src2", namespace, {"stringData": {"k": "b"}})
     kube.eventually(lambda: get_ms(admin, namespace, "keep")["status"]["currentVersion"] == "v2", what="v2")
@@ -216,9 +246,16 @@ def test_delete_with_recovery_window_then_restore(
         what="InRecoveryWindow",
     )
     objects(admin).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "keep", {"metadata": {"annotations": {"managedsecrets.io/restore": "true"}}}
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "keep",
+        {"metadata": {"annotations": {"managedsecrets.io/restore": "true"}}},
     )
-    kube.eventually(lambda: condition(get_ms(admin, namespace, "keep"), "Ready").get("status") == "True", what="Ready")
+    kube.eventually(
+        lambda: condition(get_ms(admin, namespace, "keep"), "Ready").get("status") == "True", what="Ready"
+    )
     status = get_ms(admin, namespace, "keep")["status"]
     assert [v["id"] for v in status["versions"]][:2] == ["v1", "v2"]
     assert secret_data(admin, namespace, "keep")["k"] != b"b" or status["currentVersion"] == "v2"
@@ -239,7 +276,9 @@ def test_delete_with_zero_window_removes_the_store(
     )
 
 
-def test_deleted_while_operator_is_down(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
+def test_deleted_while_operator_is_down(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
     create(admin, namespace, managed_secret("offline", deletion={"recoveryWindowDays": 0}))
     wait_ready(admin, namespace, "offline")
     operator.process.stop()
@@ -251,7 +290,10 @@ def test_deleted_while_operator_is_down(admin: client.ApiClient, namespace: str,
         operator.process.start()
     kube.eventually(lambda: kube.status_of(lambda: get_ms(admin, namespace, "offline")) == 404, what="deletion")
     store_name = store_secret_name(RecordKey(namespace, "offline"))
-    assert kube.status_of(lambda: client.CoreV1Api(admin).read_namespaced_secret(store_name, operator.namespace)) == 404
+    assert (
+        kube.status_of(lambda: client.CoreV1Api(admin).read_namespaced_secret(store_name, operator.namespace))
+        == 404
+    )
 
 
 def test_recovery_window_expiry_purges_the_store(
@@ -264,8 +306,10 @@ def test_recovery_window_expiry_purges_the_store(
     core = client.CoreV1Api(admin)
     store_name = store_secret_name(RecordKey(namespace, "old"))
     kube.eventually(
-        lambda: "attributes.managedsecrets.io/purge-after"
-        in (core.read_namespaced_secret(store_name, operator.namespace).metadata.annotations or {}),
+        lambda: (
+            "attributes.managedsecrets.io/purge-after"
+            in (core.read_namespaced_secret(store_name, operator.namespace).metadata.annotations or {})
+        ),
         what="the store to be marked",
     )
     core.patch_namespaced_secret(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,7 +68,9 @@ def write_token_kubeconfig(admin: client.ApiClient, token: str, path: Path) -> P
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}],
+                "clusters": [
+                    {"name": "c", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}
+                ],
                 "users": [{"name": "sa", "user": {"token": token}}],
                 "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
                 "current-context": "c",
@@ -81,7 +84,9 @@ def write_token_kubeconfig(admin: client.ApiClient, token: str, path: Path) -> P
 class OperatorProcess:
     """The ``managed-secrets-operator`` command, started and stopped like a pod would be."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
@@ -146,10 +151,8 @@ class OperatorEnvironment:
         self.process.stop()
         rbac = client.RbacAuthorizationV1Api(self.admin)
         for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
-            try:
+            with contextlib.suppress(ApiException):
                 delete(f"managed-secrets-operator-{self.suffix}")
-            except ApiException:
-                pass
         kube.delete_namespace(self.admin, self.namespace)
 
 

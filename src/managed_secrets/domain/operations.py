@@ -372,7 +372,7 @@ def move_label(
         if holder is not None:
             stage_map[PREVIOUS] = holder.id
     elif label == PREVIOUS:
-        if False:
+        if target.has(CURRENT):
             raise InvalidRequest(
                 f"secret {sid}: {PREVIOUS} cannot be moved to version {target.id}, which carries {CURRENT}"
             )
@@ -401,7 +401,7 @@ def remove_label(secret: SecretRecord, label: str, from_version_id: str) -> Secr
         raise InvalidRequest(f"secret {sid}: stage label {label} is on version {holder.id}, not {version.id}")
     stage_map = secret.stage_map()
     del stage_map[label]
-    return _with_stages(secret, stage_map, rotation=None if label == PENDING else secret.rotation)
+    return _with_stages(secret, stage_map, rotation=secret.rotation)
 
 
 # --- pruning -------------------------------------------------------------------------------------------

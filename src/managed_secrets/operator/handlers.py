@@ -12,7 +12,6 @@ from typing import Any
 
 import kopf
 
-from managed_secrets.errors import ManagedSecretsError
 from managed_secrets.projection.render import MANAGED_LABEL, OWNER_ANNOTATION
 from managed_secrets.service import ManagedSecretService, safe_message
 from managed_secrets.service.spec import API_GROUP, API_VERSION, PLURAL
@@ -48,25 +47,34 @@ def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(*RESOURCE)
-def value_sources(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str] | None:
+def value_sources(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], str] | None:
     """(namespace, source Secret name) -> ManagedSecret names that take their value from it."""
     source = (spec.get("valueFrom") or {}).get("secretRef") or {}
-    if source.get("name"):
+    if source.get("name") and namespace:
         return {(namespace, str(source["name"])): name}
     return None
 
 
 @kopf.on.event("v1", "secrets")
 def secret_changed(
-    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, value_sources: kopf.Index[Any, str], **_: Any
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """A projected Secret was edited or deleted, or a valueFrom source changed: reconcile its ManagedSecret."""
-    obj = event.get("object") or {}
-    metadata = obj.get("metadata") or {}
+    if not namespace:
+        return
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    metadata: dict[str, Any] = obj.get("metadata") or {}
+    value_sources: kopf.Index[tuple[str, str], str] = kwargs["value_sources"]
     owners: set[tuple[str, str]] = set()
     if (metadata.get("labels") or {}).get(MANAGED_LABEL) == "true":
-        owner = (metadata.get("annotations") or {}).get(OWNER_ANNOTATION, "")
-        owner_ns, _, owner_name = owner.partition("/")
+        owner_ref = str((metadata.get("annotations") or {}).get(OWNER_ANNOTATION, ""))
+        owner_ns, _sep, owner_name = owner_ref.partition("/")
         if owner_ns == namespace and owner_name:
             owners.add((owner_ns, owner_name))
     for ms_name in value_sources.get((namespace, name), []):
@@ -75,8 +83,10 @@ def secret_changed(
     for owner_ns, owner_name in sorted(owners):
         try:
             service.reconcile_by_name(owner_ns, owner_name)
-        except (ManagedSecretsError, Exception) as e:
-            log.warning("reconcile of %s/%s after a Secret event failed: %s", owner_ns, owner_name, safe_message(e))
+        except Exception as e:
+            log.warning(
+                "reconcile of %s/%s after a Secret event failed: %s", owner_ns, owner_name, safe_message(e)
+            )
 
 
 def start_purger(service: ManagedSecretService, interval: float, stop: threading.Event) -> threading.Thread:

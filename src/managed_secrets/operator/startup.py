@@ -26,10 +26,11 @@ KOPF_PREFIX = "kopf.managedsecrets.io"
 
 def api_client() -> client.ApiClient:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
         return client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config()
+        api: client.ApiClient = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return api
 
 
 def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:

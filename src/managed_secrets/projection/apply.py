@@ -24,7 +24,14 @@ from managed_secrets.projection.render import (
     data_hash,
 )
 
-__all__ = ["ApplyAction", "Owner", "ProjectionConflict", "ProjectionError", "apply_projection", "delete_projection"]
+__all__ = [
+    "ApplyAction",
+    "Owner",
+    "ProjectionConflict",
+    "ProjectionError",
+    "apply_projection",
+    "delete_projection",
+]
 
 
 class ProjectionError(ManagedSecretsError):
@@ -62,7 +69,7 @@ class Owner:
         )
 
 
-def _decode(data: Mapping[str, str] | None) -> dict[str, bytes]:
+def _decode(data: Mapping[str, Any] | None) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (data or {}).items()}
 
 
@@ -126,16 +133,17 @@ def apply_projection(
             "set spec.target.adoptExisting: true to take it over, or choose another spec.target.name"
         )
 
-    live_annotations = live.metadata.annotations or {}
+    live_meta = live.metadata or client.V1ObjectMeta()
+    live_annotations = live_meta.annotations or {}
     live_hash = data_hash(_decode(live.data), hash_key)
     # Drift: the data no longer matches the hash we annotated it with, i.e. someone else edited it.
     drifted = _is_ours(live, owner) and live_hash != live_annotations.get(DATA_HASH_ANNOTATION)
-    refs = _owner_refs(target, owner, live.metadata.owner_references)
+    refs = _owner_refs(target, owner, live_meta.owner_references)
     metadata_matches = (
         (live.type or "Opaque") == desired.type
-        and all((live.metadata.labels or {}).get(k) == v for k, v in desired.labels.items())
+        and all((live_meta.labels or {}).get(k) == v for k, v in desired.labels.items())
         and all(live_annotations.get(k) == v for k, v in desired.annotations.items())
-        and _refs_equal(live.metadata.owner_references, refs)
+        and _refs_equal(live_meta.owner_references, refs)
     )
     if live_hash == desired.data_hash and metadata_matches:
         return ApplyAction.UNCHANGED
@@ -144,16 +152,18 @@ def apply_projection(
 
     if (live.type or "Opaque") != desired.type:
         # A Secret's type is immutable: replace the object.
-        _delete(core, desired.namespace, desired.name, live.metadata.resource_version)
+        _delete(core, desired.namespace, desired.name, live_meta.resource_version)
         _create(core, desired, body)
         return ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED
 
-    keep_labels = {k: v for k, v in (live.metadata.labels or {}).items() if k not in desired.labels}
+    keep_labels = {k: v for k, v in (live_meta.labels or {}).items() if k not in desired.labels}
     keep_annotations = {k: v for k, v in live_annotations.items() if k not in desired.annotations}
-    body.metadata.labels = {**keep_labels, **desired.labels}
-    body.metadata.annotations = {**keep_annotations, **desired.annotations}
-    body.metadata.owner_references = refs or None
-    body.metadata.resource_version = live.metadata.resource_version
+    body_meta = body.metadata or client.V1ObjectMeta()
+    body_meta.labels = {**keep_labels, **desired.labels}
+    body_meta.annotations = {**keep_annotations, **desired.annotations}
+    body_meta.owner_references = refs or None
+    body_meta.resource_version = live_meta.resource_version
+    body.metadata = body_meta
     try:
         core.replace_namespaced_secret(desired.name, desired.namespace, body)
     except ApiException as e:
@@ -172,7 +182,7 @@ def delete_projection(api: client.ApiClient, namespace: str, name: str, owner: O
         raise
     if not _is_ours(live, owner):
         return False
-    _delete(core, namespace, name, live.metadata.resource_version)
+    _delete(core, namespace, name, (live.metadata or client.V1ObjectMeta()).resource_version)
     return True
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from managed_secrets.crypto import fingerprint
@@ -132,7 +133,7 @@ def _render_template(key: str, source: str, context: Mapping[str, object]) -> by
         raise RenderError(f"template for key {key!r} has a syntax error on line {e.lineno}: {e.message}") from None
     except jinja2.UndefinedError as e:
         raise RenderError(f"template for key {key!r} refers to something undefined: {e.message}") from None
-    except jinja2.sandbox.SecurityError:
+    except SecurityError:
         raise RenderError(f"template for key {key!r} tried an operation the sandbox forbids") from None
     except Exception as e:
         raise RenderError(f"template for key {key!r} failed ({type(e).__name__})") from None

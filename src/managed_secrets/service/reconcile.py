@@ -6,6 +6,7 @@ write, no Secret write, no status patch, no Event). Handlers stay thin and call 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import threading
@@ -97,7 +98,9 @@ class ManagedSecretService:
     def reconcile_by_name(self, namespace: str, name: str) -> Outcome | None:
         """Reconciles the ManagedSecret read fresh from the API (for Secret events)."""
         try:
-            body = self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+            body: dict[str, Any] = self._custom.get_namespaced_custom_object(  # type: ignore[assignment]
+                API_GROUP, API_VERSION, namespace, PLURAL, name
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -123,9 +126,7 @@ class ManagedSecretService:
                 return
             now = self.vault.clock.now()
             purge = now + dt.timedelta(days=spec.recovery_window_days)
-            self.vault.set_attributes(
-                key, lambda a: {**a, DELETED_AT: _iso(now), PURGE_AFTER: _iso(purge)}
-            )
+            self.vault.set_attributes(key, lambda a: {**a, DELETED_AT: _iso(now), PURGE_AFTER: _iso(purge)})
             log.info("kept the stored versions of %s until %s", key, _iso(purge))
 
     def purge_expired(self) -> list[RecordKey]:
@@ -229,14 +230,14 @@ class ManagedSecretService:
             source = self._core.read_namespaced_secret(name, namespace)
         except ApiException as e:
             if e.status == 404:
-                raise SourceUnavailable(f"source Secret {namespace}/{name} (spec.valueFrom) does not exist") from None
+                raise SourceUnavailable(
+                    f"source Secret {namespace}/{name} (spec.valueFrom) does not exist"
+                ) from None
             if e.status == 403:
                 raise SourceUnavailable(
                     f"cannot read source Secret {namespace}/{name}: the operator lacks 'get' on Secrets"
                 ) from None
             raise
-        import base64
-
         data = {k: base64.b64decode(v) for k, v in (source.data or {}).items()}
         if spec.value_from.keys is not None:
             missing = sorted(set(spec.value_from.keys) - set(data))
@@ -248,7 +249,12 @@ class ManagedSecretService:
         return SecretValue.from_map(data)
 
     def _store_value(
-        self, body: Mapping[str, Any], key: RecordKey, spec: ManagedSecretSpec, value: SecretValue, outcome: Outcome
+        self,
+        body: Mapping[str, Any],
+        key: RecordKey,
+        spec: ManagedSecretSpec,
+        value: SecretValue,
+        outcome: Outcome,
     ) -> SecretRecord:
         meta = body["metadata"]
         fingerprint = self.vault.fingerprint(value)
@@ -272,7 +278,9 @@ class ManagedSecretService:
             log.info("stored version %s of %s/%s", created[0], meta["namespace"], meta["name"])
         return record
 
-    def _project(self, body: Mapping[str, Any], spec: ManagedSecretSpec, record: SecretRecord, outcome: Outcome) -> None:
+    def _project(
+        self, body: Mapping[str, Any], spec: ManagedSecretSpec, record: SecretRecord, outcome: Outcome
+    ) -> None:
         meta = body["metadata"]
         current = record.current
         assert current is not None
@@ -289,39 +297,53 @@ class ManagedSecretService:
         )
         owner = Owner(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"], meta["uid"])
         status = body.get("status") or {}
-        old_name = status.get("projectedSecret")
+        old_name = str(status.get("projectedSecret") or "")
         action = apply_projection(
-            self.api, desired, spec.target, owner, self.vault.hash_key, previously_projected=old_name == desired.name
+            self.api,
+            desired,
+            spec.target,
+            owner,
+            self.vault.hash_key,
+            previously_projected=old_name == desired.name,
         )
         outcome.projection = action
-        if old_name and old_name != desired.name and spec.target.creation_policy == "Owner":
-            if delete_projection(self.api, meta["namespace"], old_name, owner):
-                self.events.normal(body, "ProjectionMoved", f"deleted the old projected Secret {old_name}")
+        moved = bool(old_name) and old_name != desired.name and spec.target.creation_policy == "Owner"
+        if moved and delete_projection(self.api, meta["namespace"], old_name, owner):
+            self.events.normal(body, "ProjectionMoved", f"deleted the old projected Secret {old_name}")
         if action in (ApplyAction.CREATED, ApplyAction.UPDATED, ApplyAction.RESTORED):
-            self.events.normal(body, "Projected", f"Secret {desired.name} now holds version {current.id} ({action})")
+            self.events.normal(
+                body, "Projected", f"Secret {desired.name} now holds version {current.id} ({action})"
+            )
         elif action is ApplyAction.DRIFT_REVERTED:
-            self.events.normal(body, "DriftReverted", f"Secret {desired.name} was edited; restored version {current.id}")
+            self.events.normal(
+                body, "DriftReverted", f"Secret {desired.name} was edited; restored version {current.id}"
+            )
         if action in (ApplyAction.DRIFT_REPORTED, ApplyAction.MISSING_REPORTED):
             what = "was edited" if action is ApplyAction.DRIFT_REPORTED else "was deleted"
             outcome.conditions.append(
-                Condition("Drifted", "True", "DriftDetected", f"Secret {desired.name} {what}; driftPolicy is Report")
+                Condition(
+                    "Drifted", "True", "DriftDetected", f"Secret {desired.name} {what}; driftPolicy is Report"
+                )
             )
         else:
             outcome.conditions.append(Condition("Drifted", "False", "InSync", f"Secret {desired.name} is in sync"))
         outcome.conditions.append(
             Condition("Projected", "True", "Projected", f"Secret {desired.name} holds version {current.id}")
         )
-        outcome.conditions.append(Condition("Ready", "True", "Ready", f"version {current.id} is current and projected"))
+        outcome.conditions.append(
+            Condition("Ready", "True", "Ready", f"version {current.id} is current and projected")
+        )
 
     # --- failure and status ----------------------------------------------------------------------------
 
     def _fail(self, body: Mapping[str, Any], outcome: Outcome, error: Exception) -> None:
         message = safe_message(error)
-        reason = {
+        reasons: dict[type[Exception], str] = {
             ProjectionConflict: "SecretNotOwned",
             SourceUnavailable: "SourceUnavailable",
             RenderError: "TemplateError",
-        }.get(type(error), type(error).__name__)
+        }
+        reason = reasons.get(type(error), type(error).__name__)
         outcome.conditions = [c for c in outcome.conditions if c.type not in ("Ready", "Projected")]
         if isinstance(error, (ProjectionConflict, ProjectionError, RenderError)):
             outcome.conditions.append(Condition("Projected", "False", reason, message))

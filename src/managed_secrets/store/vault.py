@@ -66,7 +66,9 @@ class SecretVault:
 
     def open(self, record: SecretRecord, version: Version) -> SecretValue:
         """The plaintext of ``version``. ``IntegrityError`` (for that version only) if it was tampered with."""
-        raw = open_sealed(version.sealed, secret_id=record.secret_id, version_id=version.id, provider=self.provider)
+        raw = open_sealed(
+            version.sealed, secret_id=record.secret_id, version_id=version.id, provider=self.provider
+        )
         return SecretValue.from_bytes(raw)
 
     # --- records ---------------------------------------------------------------------------------------
