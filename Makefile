@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLUSTER_DIR ?= /tmp/managed-secrets-cluster
 export MSO_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: help install lint typecheck unit integration test build-controlplane cluster-up cluster-down bench clean
+.PHONY: help install lint typecheck unit integration test demo demo-down build-controlplane cluster-up cluster-down bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -35,6 +35,13 @@ integration: install  ## tests against a real control plane (started if KUBECONF
 
 test: lint typecheck  ## everything: lint, types, unit and integration tests (the README's test command)
 	$(BIN)/pytest tests -q
+
+demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
+	bash hack/demo.sh
+
+demo-down: install  ## stop the demo operator and the local control plane
+	-[ -f $(CLUSTER_DIR)/pids/operator.pid ] && kill $$(cat $(CLUSTER_DIR)/pids/operator.pid)
+	$(BIN)/python hack/cluster.py down --dir $(CLUSTER_DIR)
 
 build-controlplane:  ## build etcd, kube-apiserver, kube-controller-manager, kubectl and helm (cached)
 	bash hack/build-controlplane.sh

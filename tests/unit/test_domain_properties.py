@@ -147,9 +147,14 @@ class SecretMachine(RuleBasedStateMachine):
             return updated
 
         after = self.apply("put", operation)
-        if after is None or after is before:
+        if after is None:
             return
         version = after.version(made[0])
+        if request_id is not None:
+            assert version.request_id == request_id
+            assert version.fingerprint == fingerprint
+        if after is before:
+            return
         assert version.fingerprint == fingerprint
         if stages is None:
             assert after.current == version
@@ -169,6 +174,8 @@ class SecretMachine(RuleBasedStateMachine):
                 s, request_id=request_id, fingerprint=fingerprint, sealed=b"rotated", now=self.clock.now()
             )[0],
         )
+        if before.pending is not None and before.version_for_request(request_id) is None:
+            assert after is None, "a second rotation was started while one is pending"
         if after is not None and after is not before:
             pending = after.pending
             assert pending is not None and pending.request_id == request_id
@@ -224,6 +231,23 @@ class SecretMachine(RuleBasedStateMachine):
         assert after is not None
         assert after.pending is None and after.rotation is None
         assert after.version(pending.id).stages == pending.stages - {PEND}
+
+    @precondition(lambda self: self.secret.rotation is not None)
+    @rule(ref=VERSION_REFS, action=st.sampled_from(["move pending", "put pending", "rotate again"]))
+    def interfere_with_rotation(self, ref: int, action: str) -> None:
+        """Anything that would take ACSPending from the rotation in progress is refused."""
+        progress = self.secret.rotation
+        assert progress is not None
+        target = self.pick(ref)
+        if action == "move pending":
+            after = self.apply("move_label", lambda s: move_label(s, PEND, target))
+            assert after is None or target == progress.version_id
+        elif action == "put pending":
+            self.put("fp-new", None, [PEND])
+        else:
+            self.rotate("req-other", "fp-new")
+        assert self.secret.rotation is not None
+        assert self.secret.rotation.version_id == progress.version_id
 
     def _finish(self, version_id: str) -> None:
         before = self.secret

@@ -401,7 +401,7 @@ def remove_label(secret: SecretRecord, label: str, from_version_id: str) -> Secr
         raise InvalidRequest(f"secret {sid}: stage label {label} is on version {holder.id}, not {version.id}")
     stage_map = secret.stage_map()
     del stage_map[label]
-    return _with_stages(secret, stage_map, rotation=secret.rotation)
+    return _with_stages(secret, stage_map, rotation=None if label == PENDING else secret.rotation)
 
 
 # --- pruning -------------------------------------------------------------------------------------------
@@ -422,7 +422,7 @@ def prune_unlabelled_versions(versions: Sequence[Version], limit: int) -> tuple[
     excess = len(versions) - limit
     if excess <= 0:
         return ()
-    unlabelled = sorted((v for v in versions if not v.stages), key=lambda v: v.number)
+    unlabelled = sorted((v for v in versions), key=lambda v: v.number)
     return tuple(v.id for v in unlabelled[:excess])
 
 

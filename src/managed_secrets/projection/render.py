@@ -1,7 +1,7 @@
 """Render the native Secret a ManagedSecret projects: pure, no Kubernetes calls.
 
-Keys are copied from the ACSCurrent value; ``target.template.data`` adds (or overrides) keys rendered with
-Jinja2's sandbox, which refuses attribute tricks that reach Python internals. Template errors are reported
+Keys are copied from the ACSCurrent value; ``target.template.data`` adds (or overrides, or with
+``mergePolicy: Replace`` replaces all) keys rendered with Jinja2's sandbox, which refuses attribute tricks that reach Python internals. Template errors are reported
 by key name and error kind only: the message of an arbitrary exception could quote a value.
 """
 
@@ -55,6 +55,7 @@ class TargetSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     template: Mapping[str, str] = field(default_factory=dict)
+    merge_policy: str = "Merge"
     include_previous: bool = False
     previous_suffix: str = "_PREVIOUS"
     creation_policy: str = "Owner"
@@ -73,6 +74,7 @@ class TargetSpec:
             labels=dict(target.get("labels") or {}),
             annotations=dict(target.get("annotations") or {}),
             template=dict(template.get("data") or {}),
+            merge_policy=str(template.get("mergePolicy") or "Merge"),
             include_previous=bool(target.get("includePrevious", False)),
             previous_suffix=str(target.get("previousSuffix") or "_PREVIOUS"),
             creation_policy=str(target.get("creationPolicy") or "Owner"),
@@ -158,8 +160,11 @@ def render(
         for key, raw in _plain(previous).items():
             data[key + target.previous_suffix] = raw
         context["previous"] = _text_context(previous)
-    for key, source in sorted(target.template.items()):
-        data[key] = _render_template(key, source, context)
+    rendered = {key: _render_template(key, source, context) for key, source in sorted(target.template.items())}
+    if target.merge_policy == "Replace" and rendered:
+        data = rendered
+    else:
+        data.update(rendered)
 
     annotations = dict(target.annotations)
     annotations[VERSION_ANNOTATION] = current_version

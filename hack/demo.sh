@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make demo`: a local control plane, the CRD, the operator (as its own ServiceAccount), the examples, and
+# the projected Secrets they produce. `make demo-down` stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${MSO_CLUSTER_DIR:-/tmp/managed-secrets-cluster}
+py=.venv/bin/python
+
+export KUBECONFIG=$($py hack/cluster.py up --dir "$dir")
+bin=$(bash hack/build-controlplane.sh 2>/dev/null | tail -n 1)
+kubectl() { "$bin/kubectl" "$@"; }
+
+echo "== CRD"
+kubectl apply -f crds/
+kubectl wait --for=condition=Established crd/managedsecrets.managedsecrets.io --timeout=60s
+
+echo "== operator namespace, ServiceAccount and RBAC (deploy/rbac.yaml)"
+kubectl create namespace managed-secrets --dry-run=client -o yaml | kubectl apply -f -
+kubectl apply -f deploy/rbac.yaml
+token=$(kubectl -n managed-secrets create token managed-secrets-operator --duration=24h)
+server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+cat > "$dir/operator.kubeconfig" <<KCFG
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority: "$dir/pki/ca.crt"}}]
+users: [{name: operator, user: {token: "$token"}}]
+contexts: [{name: local, context: {cluster: local, user: operator}}]
+current-context: local
+KCFG
+chmod 600 "$dir/operator.kubeconfig"
+
+echo "== operator"
+if [ -f "$dir/pids/operator.pid" ] && kill -0 "$(cat "$dir/pids/operator.pid")" 2>/dev/null; then
+  echo "already running (pid $(cat "$dir/pids/operator.pid"))"
+else
+  KUBECONFIG="$dir/operator.kubeconfig" MSO_NAMESPACE=managed-secrets \
+    nohup .venv/bin/managed-secrets-operator --log-format=plain >"$dir/logs/operator.log" 2>&1 &
+  echo $! >"$dir/pids/operator.pid"
+  echo "started (pid $!, log $dir/logs/operator.log)"
+fi
+
+echo "== examples"
+kubectl apply -f examples/00-namespace.yaml
+kubectl apply -f examples/
+kubectl -n demo wait --for=condition=Ready managedsecret --all --timeout=120s
+kubectl -n demo get managedsecrets
+echo
+echo "== the projected Secret app-db (keys and the operator's annotations)"
+kubectl -n demo describe secret app-db
+echo
+cat <<TXT
+Done. Try:
+  export KUBECONFIG=$KUBECONFIG PATH=$bin:\$PATH
+  kubectl -n demo get msec app-db -o yaml            # status: versions, stages, conditions
+  kubectl -n demo get secret app-db -o jsonpath='{.data.DATABASE_URL}' | base64 -d; echo
+  kubectl -n demo edit secret app-db                  # drift: the operator puts it back
+Stop everything with: make demo-down
+TXT
