@@ -46,12 +46,16 @@ def test_template_merges_and_replaces() -> None:
     merged = run(TargetSpec(name="x", template=template), {"username": b"app", "password": b"pw"})
     assert merged.data["DSN"] == b"postgres://app:pw@db:5432/app?v=v3"
     assert merged.data["password"] == b"pw"
-    replaced = run(TargetSpec(name="x", template=template, merge_policy="Replace"), {"username": b"a", "password": b"p"})
+    replaced = run(
+        TargetSpec(name="x", template=template, merge_policy="Replace"), {"username": b"a", "password": b"p"}
+    )
     assert set(replaced.data) == {"DSN"}
 
 
 def test_previous_keys_and_previous_in_templates() -> None:
-    target = TargetSpec(name="x", include_previous=True, template={"BOTH": "{{ password }},{{ previous.password }}"})
+    target = TargetSpec(
+        name="x", include_previous=True, template={"BOTH": "{{ password }},{{ previous.password }}"}
+    )
     desired = run(target, {"password": b"new"}, {"password": b"old"})
     assert desired.data["password_PREVIOUS"] == b"old"
     assert desired.data["BOTH"] == b"new,old"

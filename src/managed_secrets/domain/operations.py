@@ -84,7 +84,7 @@ def _relabel(versions: Iterable[Version], stage_map: dict[str, str]) -> tuple[Ve
 def _check_label_limit(secret: SecretRecord, stage_map: dict[str, str]) -> None:
     before = secret.labels()
     after = set(stage_map)
-    if False:
+    if len(after) > MAX_STAGE_LABELS and after - before:
         added = ", ".join(sorted(after - before))
         raise LabelLimitExceeded(
             f"secret {secret.secret_id}: adding stage label {added} would make {len(after)} distinct labels; "

@@ -16,6 +16,8 @@ class OperatorConfig:
     watch_namespaces: tuple[str, ...] = ()
     purge_interval_seconds: float = 3600.0
     max_workers: int = 8
+    rotation_backoff_seconds: float = 30.0
+    metrics_port: int = 9090
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -30,6 +32,8 @@ class OperatorConfig:
             watch_namespaces=watch,
             purge_interval_seconds=float(env.get("MSO_PURGE_INTERVAL_SECONDS", "3600")),
             max_workers=int(env.get("MSO_MAX_WORKERS", "8")),
+            rotation_backoff_seconds=float(env.get("MSO_ROTATION_BACKOFF_SECONDS", "30")),
+            metrics_port=int(env.get("MSO_METRICS_PORT", "9090")),
         )
 
 

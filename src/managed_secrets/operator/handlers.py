@@ -44,6 +44,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(*RESOURCE)
 def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _guard(_service(memo).delete, body)
+    _service(memo).forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 @kopf.index(*RESOURCE)

@@ -13,6 +13,7 @@ from managed_secrets.domain.clock import SystemClock
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
 from managed_secrets.service import EventRecorder, ManagedSecretService
+from managed_secrets.service.rotation import Backoff
 from managed_secrets.store import SecretVault
 from managed_secrets.store.keyring_secret import load_keyring_file, load_or_create_keyring
 from managed_secrets.store.kubernetes import KubernetesStore
@@ -59,7 +60,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret)
     store = KubernetesStore(api, cfg.namespace)
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
-    service = ManagedSecretService(api, vault, EventRecorder(api))
+    service = ManagedSecretService(
+        api, vault, EventRecorder(api), backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds)
+    )
+    service.scheduler.start()
     memo["config"] = cfg
     memo["service"] = service
     stop = threading.Event()
@@ -73,3 +77,6 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     stop = memo.get("stop")
     if stop is not None:
         stop.set()
+    service = memo.get("service")
+    if service is not None:
+        service.scheduler.stop()

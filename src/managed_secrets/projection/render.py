@@ -1,8 +1,9 @@
 """Render the native Secret a ManagedSecret projects: pure, no Kubernetes calls.
 
-Keys are copied from the ACSCurrent value; ``target.template.data`` adds (or overrides, or with
-``mergePolicy: Replace`` replaces all) keys rendered with Jinja2's sandbox, which refuses attribute tricks that reach Python internals. Template errors are reported
-by key name and error kind only: the message of an arbitrary exception could quote a value.
+Keys are copied from the ACSCurrent value; ``target.template.data`` adds keys (or, with ``mergePolicy:
+Replace``, replaces them all) rendered with Jinja2's sandbox, which refuses attribute tricks that reach
+Python internals. Template errors are reported by key name and error kind only: the message of an arbitrary
+exception could quote a value.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""rotation."""
+"""Rotation: value generators, the strategy interface and registry, and the strategies."""

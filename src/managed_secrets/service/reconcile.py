@@ -25,7 +25,8 @@ from managed_secrets.domain import (
     new_secret,
     put_value,
 )
-from managed_secrets.errors import InvalidRequest, ManagedSecretsError
+from managed_secrets.domain.schedule import RotationSchedule, next_rotation_time, rotation_due
+from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress
 from managed_secrets.projection import (
     ApplyAction,
     Owner,
@@ -36,8 +37,12 @@ from managed_secrets.projection import (
     delete_projection,
     render,
 )
+from managed_secrets.projection.restart import RestartError, RestartTarget, restart_targets
 from managed_secrets.rotation.generators import generate_password
+from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed
 from managed_secrets.service.events import EventRecorder
+from managed_secrets.service.rotation import Backoff, RotationEngine, describe, initial_value, strategy_for
+from managed_secrets.service.scheduler import Scheduler
 from managed_secrets.service.spec import (
     API_GROUP,
     API_VERSION,
@@ -53,6 +58,8 @@ from managed_secrets.store import RecordKey, SecretVault
 log = logging.getLogger(__name__)
 
 RESTORE_ANNOTATION = "managedsecrets.io/restore"
+ROTATE_ANNOTATION = "managedsecrets.io/rotate"
+LAST_ROTATE_REQUEST = "last-rotate-request"
 DELETED_AT = "deleted-at"
 PURGE_AFTER = "purge-after"
 
@@ -69,15 +76,29 @@ class Outcome:
     new_version: str | None = None
     projection: ApplyAction | None = None
     conditions: list[Condition] = field(default_factory=list)
+    rotated: str | None = None
+    next_rotation: dt.datetime | None = None
+    wake_at: dt.datetime | None = None
+    public_key: str | None = None
 
 
 class ManagedSecretService:
     """Reconciles ManagedSecrets against the vault and the cluster."""
 
-    def __init__(self, api: client.ApiClient, vault: SecretVault, events: EventRecorder) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        vault: SecretVault,
+        events: EventRecorder,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.api = api
         self.vault = vault
         self.events = events
+        self.engine = RotationEngine(vault, backoff or Backoff())
+        self.scheduler = Scheduler(self._scheduled, vault.clock)
+        self._create_failures: dict[RecordKey, tuple[int, dt.datetime]] = {}
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._locks: dict[RecordKey, threading.Lock] = {}
@@ -94,6 +115,12 @@ class ManagedSecretService:
         key = RecordKey(meta["namespace"], meta["name"])
         with self._lock(key):
             return self._reconcile(body, key)
+
+    def _scheduled(self, namespace: str, name: str) -> None:
+        self.reconcile_by_name(namespace, name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.scheduler.schedule(namespace, name, None)
 
     def reconcile_by_name(self, namespace: str, name: str) -> Outcome | None:
         """Reconciles the ManagedSecret read fresh from the API (for Secret events)."""
@@ -152,17 +179,169 @@ class ManagedSecretService:
         spec = parse_spec(body.get("spec") or {}, meta["name"])
         try:
             record = self._ensure_record(body, key, spec, outcome)
+            if record is not None and record.current is not None:
+                record = self._rotate(body, key, spec, record, outcome)
             outcome.record = record
             if record is not None and record.current is not None:
                 self._project(body, spec, record, outcome)
         except (ManagedSecretsError, ApiException) as e:
             self._fail(body, outcome, e)
             self._write_status(body, spec, outcome)
-            if isinstance(e, (ProjectionConflict, SourceUnavailable, InvalidRequest, RenderError)):
+            self._schedule(key, outcome)
+            if isinstance(
+                e, (ProjectionConflict, SourceUnavailable, InvalidRequest, RenderError, RotationStepFailed)
+            ):
                 return outcome  # waits for a change (the Secret watch or a spec edit brings it back)
             raise
         self._write_status(body, spec, outcome)
+        self._schedule(key, outcome)
         return outcome
+
+    def _schedule(self, key: RecordKey, outcome: Outcome) -> None:
+        times = [t for t in (outcome.next_rotation, outcome.wake_at) if t is not None]
+        self.scheduler.schedule(key.namespace, key.name, min(times) if times else None)
+
+    # --- rotation --------------------------------------------------------------------------------------
+
+    def _read_secret_fn(self, namespace: str) -> Any:
+        def read(name: str) -> Mapping[str, bytes]:
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    return {}
+                if e.status == 403:
+                    raise ManagedSecretsError(
+                        f"cannot read Secret {namespace}/{name}: the operator lacks 'get' on Secrets"
+                    ) from None
+                raise ManagedSecretsError(f"cannot read Secret {namespace}/{name}: HTTP {e.status}") from None
+            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+        return read
+
+    def _rotate(
+        self,
+        body: Mapping[str, Any],
+        key: RecordKey,
+        spec: ManagedSecretSpec,
+        record: SecretRecord,
+        outcome: Outcome,
+    ) -> SecretRecord:
+        """Resumes a rotation in flight, or starts one that is requested or due. ACSCurrent is never lost."""
+        meta = body["metadata"]
+        now = self.vault.clock.now()
+        schedule = RotationSchedule.from_spec(spec.raw.get("rotation"))
+        found = strategy_for(spec.raw)
+        request = str((meta.get("annotations") or {}).get(ROTATE_ANNOTATION) or "")
+        loaded = self.vault.load(key)
+        handled = loaded.attributes.get(LAST_ROTATE_REQUEST, "") if loaded else ""
+        if found is None:
+            if request and request != handled:
+                self._mark_request(key, request)
+                self.events.warning(
+                    body,
+                    "RotationNotSupported",
+                    f"rotation request {request!r} ignored: a valueFrom secret gets a new version when its source "
+                    "Secret changes",
+                )
+            return record
+        strategy, config = found
+        read_secret = self._read_secret_fn(meta["namespace"])
+        if record.current is not None and found[0].name == "sshKey":
+            public = strategy.public_data(self.vault.open(record, record.current))
+            outcome.public_key = public.get("publicKey")
+
+        started: str | None = None
+        if record.rotation is None and record.pending is None:
+            due = self._next_due(schedule, record, key)
+            if request and request != handled:
+                started = request
+            elif due is not None and rotation_due(due, now):
+                started = f"schedule-{_iso(due)}"
+            failure = self._create_failures.get(key)
+            if started and failure and failure[1] > now:
+                outcome.wake_at = failure[1]
+                started = None
+            if started:
+                try:
+                    record = self.engine.begin(key, strategy, config, started, read_secret)
+                except RotationInProgress as e:
+                    self._mark_request(key, started)
+                    self.events.warning(body, "RotationInProgress", str(e))
+                    return record
+                except (ManagedSecretsError, ApiException) as e:
+                    attempts = (failure[0] if failure else 0) + 1
+                    retry = now + self.engine.backoff.delay(attempts)
+                    self._create_failures[key] = (attempts, retry)
+                    outcome.wake_at = retry
+                    reason = describe("create", e)
+                    outcome.conditions.append(Condition("RotationFailed", "True", _reason(e), reason))
+                    self._warn_once(body, _reason(e), reason)
+                    return record
+                self._create_failures.pop(key, None)
+                if request == started:
+                    self._mark_request(key, request)
+                pending_id = record.pending.id if record.pending else "?"
+                self.events.normal(
+                    body, "RotationStarted", f"rotation {started!r} created version {pending_id} as ACSPending"
+                )
+        elif request and request != handled:
+            pending = record.pending
+            if pending is not None and pending.request_id != request:
+                self._mark_request(key, request)
+                self.events.warning(
+                    body,
+                    "RotationInProgress",
+                    f"rotation request {request!r} refused: version {pending.id} is already being rotated "
+                    f"(request {pending.request_id!r})",
+                )
+
+        progress = record.rotation
+        if progress is not None:
+            if progress.next_attempt is not None and progress.next_attempt > now:
+                outcome.wake_at = progress.next_attempt
+            else:
+                try:
+                    record, finished = self.engine.advance(key, strategy, config, read_secret, spec.version_limit)
+                except (ManagedSecretsError, ApiException) as e:
+                    loaded = self.vault.load(key)
+                    record = loaded.record if loaded else record
+                    failed = record.rotation
+                    message = failed.last_error if failed and failed.last_error else describe("rotation", e)
+                    outcome.conditions.append(Condition("RotationFailed", "True", _reason(e), message))
+                    outcome.wake_at = failed.next_attempt if failed else None
+                    self._warn_once(body, _reason(e), message)
+                    return record
+                if finished and record.current is not None:
+                    outcome.rotated = record.current.id
+                    self.events.normal(
+                        body,
+                        "Rotated",
+                        f"version {record.current.id} is now ACSCurrent"
+                        + (f", {record.previous.id} ACSPrevious" if record.previous else ""),
+                    )
+                    log.info("rotated %s to %s", key, record.current.id)
+        if record.current is not None and found[0].name == "sshKey":
+            outcome.public_key = strategy.public_data(self.vault.open(record, record.current)).get("publicKey")
+        outcome.conditions.append(
+            Condition("RotationFailed", "False", "NoFailure", "the last rotation step succeeded")
+        )
+        outcome.next_rotation = self._next_due(schedule, record, key) if record.rotation is None else None
+        return record
+
+    def _next_due(self, schedule: RotationSchedule, record: SecretRecord, key: RecordKey) -> dt.datetime | None:
+        if record.current is None:
+            return None
+        return next_rotation_time(schedule, record.current.created, str(key))
+
+    def _mark_request(self, key: RecordKey, request: str) -> None:
+        self.vault.set_attributes(key, lambda a: {**a, LAST_ROTATE_REQUEST: request})
+
+    def _warn_once(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+        old = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
+        before = old.get("RotationFailed") or {}
+        if before.get("status") != "True" or before.get("message") != message:
+            self.events.warning(body, reason, message)
 
     def _ensure_record(
         self, body: Mapping[str, Any], key: RecordKey, spec: ManagedSecretSpec, outcome: Outcome
@@ -211,12 +390,20 @@ class ManagedSecretService:
             return _generate(spec.generate, current)
         if spec.value_from is not None:
             return self._read_value_from(body["metadata"]["namespace"], spec)
-        if record is None:
-            raise InvalidRequest(
-                f"spec.{spec.source_kind or 'source'} values are created by rotation, which this operator "
-                "version does not run yet"
-            )
-        return None
+        if record is not None and record.current is not None:
+            return None
+        found = strategy_for(spec.raw)
+        if found is None:
+            raise InvalidRequest(f"spec.{spec.source_kind or 'source'} is not a value source this operator knows")
+        strategy, config = found
+        meta = body["metadata"]
+        ctx = RotationContext(
+            secret_id=f"{meta['namespace']}/{meta['name']}",
+            version_id=self.vault.next_version_id(record),
+            config=config,
+            read_secret=self._read_secret_fn(meta["namespace"]),
+        )
+        return initial_value(strategy, ctx)
 
     def _open_current(self, record: SecretRecord | None) -> SecretValue | None:
         if record is None or record.current is None:
@@ -327,6 +514,15 @@ class ManagedSecretService:
             )
         else:
             outcome.conditions.append(Condition("Drifted", "False", "InSync", f"Secret {desired.name} is in sync"))
+        targets = [RestartTarget(t["kind"], t["name"]) for t in spec.raw.get("restartTargets") or []]
+        if targets and action not in (ApplyAction.DRIFT_REPORTED, ApplyAction.MISSING_REPORTED):
+            rolled = restart_targets(
+                self.api, meta["namespace"], targets, meta["name"], current.id, first_version=current.number == 1
+            )
+            for target in rolled:
+                self.events.normal(
+                    body, "RestartedTarget", f"{target.kind} {target.name} rolled for version {current.id}"
+                )
         outcome.conditions.append(
             Condition("Projected", "True", "Projected", f"Secret {desired.name} holds version {current.id}")
         )
@@ -342,8 +538,11 @@ class ManagedSecretService:
             ProjectionConflict: "SecretNotOwned",
             SourceUnavailable: "SourceUnavailable",
             RenderError: "TemplateError",
+            RestartError: "RestartFailed",
         }
         reason = reasons.get(type(error), type(error).__name__)
+        if isinstance(error, RotationStepFailed):
+            reason = error.reason
         outcome.conditions = [c for c in outcome.conditions if c.type not in ("Ready", "Projected")]
         if isinstance(error, (ProjectionConflict, ProjectionError, RenderError)):
             outcome.conditions.append(Condition("Projected", "False", reason, message))
@@ -357,7 +556,9 @@ class ManagedSecretService:
         meta = body["metadata"]
         record = outcome.record
         projected = spec.target.name if outcome.projection is not None else None
+        rotation_fields = rotation_status(record, outcome)
         new = desired_status(body, record, outcome.conditions, projected, self.vault.clock.now())
+        new.update(rotation_fields)
         if not status_differs(body.get("status") or {}, new):
             return
         try:
@@ -370,6 +571,48 @@ class ManagedSecretService:
             raise
 
 
+def rotation_status(record: SecretRecord | None, outcome: Outcome) -> dict[str, Any]:
+    """Status fields about rotation; ``None`` values remove a field (merge patch)."""
+    fields: dict[str, Any] = {"nextRotationTime": _iso_s(outcome.next_rotation) if outcome.next_rotation else None}
+    if record is None:
+        return fields
+    current = record.current
+    rotated = current is not None and current.request_id is not None
+    fields["lastRotationTime"] = _iso_s(current.created) if rotated and current is not None else None
+    progress = record.rotation
+    fields["rotation"] = (
+        {
+            "step": progress.step.value,
+            "attempts": progress.attempts,
+            "lastError": progress.last_error,
+            "requestId": progress.request_id,
+            "versionId": progress.version_id,
+            "startTime": _iso_s(progress.started),
+            "nextAttemptTime": _iso_s(progress.next_attempt) if progress.next_attempt else None,
+        }
+        if progress is not None
+        else None
+    )
+    if outcome.public_key is not None:
+        fields["publicKey"] = outcome.public_key
+    rotating = progress is not None
+    outcome.conditions.append(
+        Condition(
+            "Rotating",
+            "True" if rotating else "False",
+            f"Step{progress.step.value.capitalize()}" if progress is not None else "Idle",
+            f"rotating to version {progress.version_id}, next step {progress.step.value}"
+            if progress is not None
+            else "no rotation in progress",
+        )
+    )
+    return fields
+
+
+def _iso_s(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def safe_message(error: BaseException) -> str:
     """Error text safe for status, Events and logs: our messages never hold values; API bodies might."""
     if isinstance(error, ApiException):
@@ -377,6 +620,14 @@ def safe_message(error: BaseException) -> str:
     if isinstance(error, ManagedSecretsError):
         return str(error)
     return f"unexpected {type(error).__name__}"
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, RotationStepFailed):
+        return error.reason
+    if isinstance(error, RotationInProgress):
+        return "RotationInProgress"
+    return "RotationError" if isinstance(error, ManagedSecretsError) else "APIError"
 
 
 def _metadata(body: Mapping[str, Any], spec: ManagedSecretSpec, now: dt.datetime) -> SecretMetadata:

@@ -10,6 +10,7 @@ from managed_secrets.domain import SecretType
 from managed_secrets.errors import InvalidRequest
 from managed_secrets.projection import TargetSpec
 from managed_secrets.rotation.generators import PasswordPolicy
+from managed_secrets.rotation.strategies.generic import policy_from_spec
 
 API_GROUP = "managedsecrets.io"
 API_VERSION = "v1alpha1"
@@ -59,17 +60,7 @@ class ManagedSecretSpec:
         return ""
 
 
-def password_policy(raw: Mapping[str, Any]) -> PasswordPolicy:
-    return PasswordPolicy(
-        length=int(raw.get("length", 32)),
-        exclude_characters=str(raw.get("excludeCharacters", "")),
-        exclude_numbers=bool(raw.get("excludeNumbers", False)),
-        exclude_punctuation=bool(raw.get("excludePunctuation", False)),
-        exclude_uppercase=bool(raw.get("excludeUppercase", False)),
-        exclude_lowercase=bool(raw.get("excludeLowercase", False)),
-        include_space=bool(raw.get("includeSpace", False)),
-        require_each_included_type=bool(raw.get("requireEachIncludedType", True)),
-    )
+password_policy = policy_from_spec
 
 
 def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
