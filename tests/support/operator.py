@@ -181,3 +181,32 @@ def wait_until(check: Any, timeout: float = 30, what: str = "") -> Any:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def open_store(admin: client.ApiClient, operator_namespace: str) -> Any:
+    """A SecretVault over the operator's real store and keyring, for tests that must see sealed versions."""
+    import base64
+
+    from managed_secrets.crypto import LocalKeyring
+    from managed_secrets.domain.clock import SystemClock
+    from managed_secrets.store import SecretVault
+    from managed_secrets.store.kubernetes import KubernetesStore
+
+    keyring_secret = client.CoreV1Api(admin).read_namespaced_secret("managed-secrets-keyring", operator_namespace)
+    keyring = LocalKeyring.from_bytes(base64.b64decode(keyring_secret.data["keyring.json"]))
+    return SecretVault(KubernetesStore(admin, operator_namespace), keyring, keyring.hash_key, SystemClock())
+
+
+def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
+def annotate(admin: client.ApiClient, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+    client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
+    )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})

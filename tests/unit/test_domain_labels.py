@@ -16,9 +16,9 @@ from managed_secrets.errors import InvalidRequest, InvalidStageLabel
 
 
 def test_builtin_labels_have_their_aws_style_names() -> None:
-    assert StageLabel.CURRENT == "ACSCurrent"
-    assert StageLabel.PREVIOUS == "ACSPrevious"
-    assert StageLabel.PENDING == "ACSPending"
+    assert StageLabel.CURRENT.value == "ACSCurrent"
+    assert StageLabel.PREVIOUS.value == "ACSPrevious"
+    assert StageLabel.PENDING.value == "ACSPending"
     assert {"ACSCurrent", "ACSPrevious", "ACSPending"} == BUILTIN_LABELS
     assert MAX_STAGE_LABELS == 8
 

@@ -35,12 +35,12 @@ def metadata(**overrides: object) -> SecretMetadata:
     return SecretMetadata(**fields)  # type: ignore[arg-type]
 
 
-def version(number: int = 1, **overrides: object) -> Version:
+def version(n: int = 1, **overrides: object) -> Version:
     fields: dict[str, object] = {
-        "id": f"v{number}",
-        "number": number,
+        "id": f"v{n}",
+        "number": n,
         "created": T0,
-        "fingerprint": f"fp-{number}",
+        "fingerprint": f"fp-{n}",
         "sealed": b"\x01" * 40,
     }
     fields.update(overrides)
@@ -122,8 +122,9 @@ def test_version_normalises_stages_to_a_frozenset() -> None:
     ],
 )
 def test_version_refuses_bad_shapes(overrides: dict[str, object], error: type[Exception]) -> None:
-    with pytest.raises(error):
-        version(**overrides)
+    with pytest.raises(error) as info:
+        version(**overrides)  # type: ignore[arg-type]
+    assert "multiple values" not in str(info.value)
 
 
 def test_version_ids() -> None:

@@ -365,7 +365,7 @@ TestSecretMachine.settings = MACHINE_SETTINGS
 def test_the_machine_takes_every_path() -> None:
     """Guards the machine itself: if the strategies drifted so that a path is never taken, this fails."""
     OUTCOMES.clear()
-    run_state_machine_as_test(SecretMachine, settings=settings(MACHINE_SETTINGS, max_examples=40))
+    run_state_machine_as_test(SecretMachine, settings=MACHINE_SETTINGS)
     expected = [
         "put: changed",
         "put: no-op",

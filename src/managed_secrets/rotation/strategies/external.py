@@ -19,10 +19,11 @@ as ``ACSPending``. The other steps only need a 2xx status; their body is not rea
 
 The transport is deliberately narrow: https only, certificate and host name always verified (against the
 system CAs, or against ``caBundle`` alone when it is given), TLS 1.2 or newer, no redirects, no proxy, a
-response of at most ``MAX_RESPONSE_BYTES``, and ``timeoutSeconds`` for the whole call (connection, TLS, request
-and response; only the DNS lookup is outside it). Failures raise ``RotationStepFailed`` with one of the
-``Webhook*`` reasons; their messages name the endpoint's origin and the status code, never a value, the token,
-or anything the endpoint sent back (an endpoint may echo what it was given).
+response of at most ``MAX_RESPONSE_BYTES``, and ``timeoutSeconds`` as a deadline for the TLS handshake, the
+request and the whole response (the TCP connect has ``timeoutSeconds`` of its own; the DNS lookup has no
+bound). Failures raise ``RotationStepFailed`` with a ``Webhook*`` reason (``InvalidSpec``, ``Credentials*`` or
+``UnsupportedValue`` before any call); messages name the endpoint's origin and the status code, never a value,
+the token, or anything the endpoint sent back (an endpoint may echo what it was given).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from managed_secrets.domain import RotationStep, SecretValue, ValueKind
+from managed_secrets.domain.values import validate_data_key
 from managed_secrets.errors import InvalidRequest
 from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed, RotationStrategy, register
 
@@ -136,14 +138,12 @@ class ExternalStrategy(RotationStrategy):
         self._call(ctx, RotationStep.FINISH, "finish", pending)
 
     def _create(self, ctx: RotationContext, step: str) -> SecretValue:
-        body = self._call(ctx, RotationStep.CREATE, step, None)
-        assert body is not None  # the create step always reads the response
-        return _parse_value(body, step)
+        return _parse_value(self._call(ctx, RotationStep.CREATE, step, None), step)
 
     def _call(
         self, ctx: RotationContext, wire_step: RotationStep, step: str, pending: SecretValue | None
-    ) -> bytes | None:
-        """POST one step; return the response body for ``create``, ``None`` for the other steps."""
+    ) -> bytes:
+        """POST one step; return the response body for ``create``, ``b""`` for the other steps."""
         endpoint = ExternalEndpoint.from_spec(ctx.config, step)
         document: dict[str, Any] = {
             "step": wire_step.value,
@@ -220,20 +220,23 @@ class _Deadline:
     caller that the failure was the deadline.
     """
 
-    def __init__(self, connection: http.client.HTTPSConnection, seconds: float) -> None:
+    def __init__(self, seconds: float) -> None:
         self.expired = False
-        self._connection = connection
-        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._socket: ssl.SSLSocket | None = None
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def hold(self, sock: socket.socket | None) -> None:
-        """Keep the socket: http.client drops it from the connection once the response owns it."""
-        self._socket = sock
+    def watch(self, sock: ssl.SSLSocket) -> None:
+        with self._lock:
+            if self.expired:
+                raise TimeoutError
+            self._socket = sock
 
     def _expire(self) -> None:
-        self.expired = True
-        sock = self._socket or self._connection.sock
+        with self._lock:
+            self.expired = True
+            sock = self._socket
         if sock is not None:
             with contextlib.suppress(OSError):
                 # socket.socket's shutdown, not SSLSocket's: that one tears down the TLS object under the
@@ -252,33 +255,51 @@ class _Deadline:
 
 def _post(
     endpoint: ExternalEndpoint, body: bytes, headers: Mapping[str, str], step: str, *, read_body: bool
-) -> bytes | None:
+) -> bytes:
+    """One request on a fresh connection; the body of a 2xx response if ``read_body``, else ``b""``."""
     context = _tls_context(endpoint, step)
     connection = http.client.HTTPSConnection(
         endpoint.host, endpoint.port, timeout=endpoint.timeout, context=context
     )
+    response: http.client.HTTPResponse | None = None
+    with _Deadline(endpoint.timeout) as deadline:
+        try:
+            # The connection is opened here rather than by http.client so that the deadline can cut the TLS
+            # handshake too (the TCP connect is bounded by the socket timeout).
+            tls = connection.sock = _open_tls(endpoint, context)
+            deadline.watch(tls)
+            tls.do_handshake()
+            connection.request("POST", endpoint.target, body=body, headers=dict(headers))
+            # http.client never follows redirects: a 3xx is one more status that is not 2xx.
+            response = connection.getresponse()
+            if not 200 <= response.status < 300:
+                raise RotationStepFailed(
+                    step,
+                    "WebhookRejected",
+                    f"{endpoint.origin} answered with HTTP status {response.status}"
+                    + (" (redirects are not followed)" if 300 <= response.status < 400 else ""),
+                )
+            payload = _read_capped(response, endpoint, step) if read_body else b""
+            if deadline.expired:
+                raise TimeoutError
+            return payload
+        except (OSError, http.client.HTTPException) as exc:
+            # from None: an HTTPException's text may quote what the endpoint sent.
+            raise _transport_failure(exc, endpoint, step, timed_out=deadline.expired) from None
+        finally:
+            if response is not None:
+                response.close()
+            connection.close()
+
+
+def _open_tls(endpoint: ExternalEndpoint, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TCP connection wrapped for TLS, before the handshake."""
+    raw = socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout)
     try:
-        with _Deadline(connection, endpoint.timeout) as deadline:
-            try:
-                connection.request("POST", endpoint.target, body=body, headers=dict(headers))
-                deadline.hold(connection.sock)
-                # http.client never follows redirects: a 3xx is just one more status that is not 2xx.
-                response = connection.getresponse()
-                if not 200 <= response.status < 300:
-                    raise RotationStepFailed(
-                        step,
-                        "WebhookRejected",
-                        f"{endpoint.origin} answered with HTTP status {response.status}"
-                        + (" (redirects are not followed)" if 300 <= response.status < 400 else ""),
-                    )
-                payload = _read_capped(response, endpoint, step) if read_body else None
-                if deadline.expired:
-                    raise TimeoutError
-                return payload
-            except (OSError, http.client.HTTPException) as exc:
-                raise _transport_failure(exc, endpoint, step, timed_out=deadline.expired) from exc
-    finally:
-        connection.close()
+        return context.wrap_socket(raw, server_hostname=endpoint.host, do_handshake_on_connect=False)
+    except BaseException:
+        raw.close()
+        raise
 
 
 def _read_capped(response: http.client.HTTPResponse, endpoint: ExternalEndpoint, step: str) -> bytes:
@@ -303,11 +324,13 @@ def _transport_failure(
     origin = endpoint.origin
     if timed_out or isinstance(exc, TimeoutError):
         return RotationStepFailed(
-            step, "WebhookTimeout", f"{origin} did not answer within {endpoint.timeout} seconds"
+            step, "WebhookTimeout", f"{origin} did not answer within timeoutSeconds ({endpoint.timeout}s)"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or "certificate verification failed"
-        return RotationStepFailed(step, "WebhookTLSError", f"the TLS certificate of {origin} is not trusted: {detail}")
+        return RotationStepFailed(
+            step, "WebhookTLSError", f"the TLS certificate of {origin} is not trusted: {detail}"
+        )
     if isinstance(exc, ssl.SSLError):
         return RotationStepFailed(
             step, "WebhookTLSError", f"TLS with {origin} failed: {exc.reason or type(exc).__name__}"
@@ -341,14 +364,14 @@ def _parse_value(body: bytes, step: str) -> SecretValue:
     data: dict[str, bytes] = {}
     for key, text in value.items():
         try:
-            SecretValue.from_map({key: b""})
+            validate_data_key(key)
         except InvalidRequest:
             # Not named: an endpoint that mixed up keys and values would put the secret here.
             raise bad('a key of "value" is not a valid Secret data key') from None
         if not isinstance(text, str):
-            raise bad(f'"value" key {key} must be a base64 string')
+            raise bad(f'"value" key {key!r} must be a base64 string')
         try:
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise bad(f'"value" key {key} is not valid base64') from None
+            raise bad(f'"value" key {key!r} is not valid base64') from None
     return SecretValue.from_map(data)

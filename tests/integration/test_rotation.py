@@ -1,0 +1,254 @@
+"""Rotation end to end: schedules, requests, refusals, restart targets, and crashes at every step boundary."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from support import kube
+from support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OperatorEnvironment,
+    OperatorProcess,
+    annotate,
+    condition,
+    get_ms,
+    managed_secret,
+    open_store,
+    wait_ready,
+)
+
+from managed_secrets.store import RecordKey
+
+pytestmark = pytest.mark.integration
+
+
+def create(admin: client.ApiClient, namespace: str, body: dict) -> None:
+    client.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def password(admin: client.ApiClient, namespace: str, name: str) -> bytes | None:
+    try:
+        secret = client.CoreV1Api(admin).read_namespaced_secret(name, namespace)
+    except client.exceptions.ApiException:
+        return None
+    raw = (secret.data or {}).get("password")
+    return base64.b64decode(raw) if raw else None
+
+
+def current_version(admin: client.ApiClient, namespace: str, name: str) -> str | None:
+    return (get_ms(admin, namespace, name).get("status") or {}).get("currentVersion")
+
+
+@contextmanager
+def watching(admin: client.ApiClient, namespace: str, name: str) -> Iterator[list[bytes]]:
+    """Records every value the projected Secret holds while the block runs."""
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            value = password(admin, namespace, name)
+            if value is not None and (not seen or seen[-1] != value):
+                seen.append(value)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def test_immediate_rotation_is_idempotent_per_request_id(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    create(admin, namespace, managed_secret("now"))
+    wait_ready(admin, namespace, "now")
+    first = password(admin, namespace, "now")
+    annotate(admin, namespace, "now", {"managedsecrets.io/rotate": "req-1"})
+    kube.eventually(lambda: current_version(admin, namespace, "now") == "v2", what="v2")
+    kube.eventually(lambda: password(admin, namespace, "now") not in (None, first), what="the new value projected")
+    status = get_ms(admin, namespace, "now")["status"]
+    assert status["previousVersion"] == "v1"
+    assert status["lastRotationTime"]
+    assert condition(get_ms(admin, namespace, "now"), "Rotating")["status"] == "False"
+    # The same request id again (e.g. a re-applied manifest) does nothing; a new id rotates again.
+    annotate(admin, namespace, "now", {"some-other": "edit"})
+    time.sleep(3)
+    assert current_version(admin, namespace, "now") == "v2"
+    annotate(admin, namespace, "now", {"managedsecrets.io/rotate": "req-2"})
+    kube.eventually(lambda: current_version(admin, namespace, "now") == "v3", what="v3")
+    versions = {v["id"]: v["stages"] for v in get_ms(admin, namespace, "now")["status"]["versions"]}
+    assert versions == {"v1": [], "v2": ["ACSPrevious"], "v3": ["ACSCurrent"]}
+    reasons = [e.reason for e in client.CoreV1Api(admin).list_namespaced_event(namespace).items]
+    assert reasons.count("Rotated") == 2
+
+
+def test_interval_and_cron_schedules_fire(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
+    create(admin, namespace, managed_secret("every5s", rotation={"enabled": True, "interval": "5s"}, versionLimit=3))
+    create(admin, namespace, managed_secret("cron", rotation={"enabled": True, "schedule": "* * * * *"}))
+    wait_ready(admin, namespace, "every5s")
+    obj = wait_ready(admin, namespace, "cron")
+    assert obj["status"]["nextRotationTime"].endswith(":00Z"), "cron times fall on whole minutes"
+    kube.eventually(lambda: current_version(admin, namespace, "every5s") == "v4", timeout=40, what="three rotations")
+    vault = open_store(admin, operator.namespace)
+    record = vault.load(RecordKey(namespace, "every5s")).record
+    created = [v.created for v in record.versions]
+    gaps = [(b - a).total_seconds() for a, b in zip(created, created[1:], strict=False)]
+    assert all(gap >= 4.5 for gap in gaps), f"rotations came too early: {gaps}"
+    assert len(record.versions) <= 3, "versionLimit prunes unlabelled versions"
+    kube.eventually(lambda: current_version(admin, namespace, "cron") == "v2", timeout=75, what="the cron rotation")
+    cron_record = vault.load(RecordKey(namespace, "cron")).record
+    assert cron_record.current.created.second < 15, "the cron rotation ran at the top of the minute"
+
+
+def test_no_storm_after_downtime_and_no_rotation_on_restart(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    create(admin, namespace, managed_secret("hourly", rotation={"enabled": True, "interval": "1h"}))
+    create(admin, namespace, managed_secret("tensec", rotation={"enabled": True, "interval": "10s"}))
+    hourly = wait_ready(admin, namespace, "hourly")
+    wait_ready(admin, namespace, "tensec")
+    operator.process.stop()
+    time.sleep(25)  # "tensec" became due twice while the operator was away
+    operator.process.start()
+    kube.eventually(lambda: current_version(admin, namespace, "tensec") == "v2", timeout=15, what="the catch-up")
+    time.sleep(4)
+    assert current_version(admin, namespace, "tensec") == "v2", "one catch-up rotation, not one per missed due time"
+    after = get_ms(admin, namespace, "hourly")["status"]
+    assert after["currentVersion"] == "v1"
+    assert after["nextRotationTime"] == hourly["status"]["nextRotationTime"], "persisted, not reset by a restart"
+
+
+def test_request_while_rotation_in_flight_is_refused(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path
+) -> None:
+    create(admin, namespace, managed_secret("busy"))
+    wait_ready(admin, namespace, "busy")
+    # Leave a rotation in flight: a process that crashes right after the create step.
+    operator.process.stop()
+    crashing = OperatorProcess(
+        operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": "after-create"}
+    )
+    try:
+        _run_until_crash(crashing, lambda: annotate(admin, namespace, "busy", {"managedsecrets.io/rotate": "a"}))
+        annotate(admin, namespace, "busy", {"managedsecrets.io/rotate": "b"})
+        vault = open_store(admin, operator.namespace)
+        assert vault.load(RecordKey(namespace, "busy")).record.pending.id == "v2"
+    finally:
+        operator.process.start()
+    kube.eventually(lambda: current_version(admin, namespace, "busy") == "v2", what="the resumed rotation")
+    time.sleep(3)
+    record = open_store(admin, operator.namespace).load(RecordKey(namespace, "busy")).record
+    assert [v.id for v in record.versions] == ["v1", "v2"], "request b created nothing"
+    assert record.pending is None
+    refusals = [
+        e
+        for e in client.CoreV1Api(admin).list_namespaced_event(namespace).items
+        if e.reason == "RotationInProgress" and e.involved_object.name == "busy"
+    ]
+    assert refusals and "'b' refused" in refusals[0].message and "v2" in refusals[0].message
+
+
+def _run_until_crash(process: OperatorProcess, trigger) -> None:  # type: ignore[no-untyped-def]
+    process.start()
+    trigger()
+    assert process.proc is not None
+    process.proc.wait(timeout=60)
+    assert process.proc.returncode == 86, f"expected the failpoint exit, got {process.proc.returncode}"
+
+
+@pytest.mark.parametrize("failpoint", ["after-create", "after-set", "after-test", "during-finish"])
+def test_crash_at_each_step_boundary_completes_exactly_once(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path, failpoint: str
+) -> None:
+    name = f"crash-{failpoint}"
+    create(admin, namespace, managed_secret(name))
+    wait_ready(admin, namespace, name)
+    v1_value = password(admin, namespace, name)
+    vault = open_store(admin, operator.namespace)
+    key = RecordKey(namespace, name)
+    with watching(admin, namespace, name) as seen:
+        operator.process.stop()
+        crashing = OperatorProcess(
+            operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": failpoint}
+        )
+        try:
+            _run_until_crash(crashing, lambda: annotate(admin, namespace, name, {"managedsecrets.io/rotate": "r1"}))
+            record = vault.load(key).record
+            if failpoint == "during-finish":
+                assert record.current.id == "v2" and record.pending is None
+                v2 = record.current
+            else:
+                assert record.current.id == "v1" and record.pending.id == "v2"
+                v2 = record.pending
+            expected_step = {"after-create": "set", "after-set": "test", "after-test": "finish"}.get(failpoint)
+            if expected_step:
+                assert record.rotation.step.value == expected_step
+            v2_value = vault.open(record, v2).as_dict()["password"]
+        finally:
+            operator.process.start()
+        kube.eventually(lambda: current_version(admin, namespace, name) == "v2", what="the rotation to complete")
+        kube.eventually(lambda: password(admin, namespace, name) == v2_value, what="v2 projected")
+        time.sleep(2)
+    record = vault.load(key).record
+    assert [v.id for v in record.versions] == ["v1", "v2"], "completed exactly once, under the same version id"
+    assert record.next_version_number == 3
+    assert record.pending is None and record.rotation is None
+    assert vault.open(record, record.current).as_dict()["password"] == v2_value
+    assert record.previous.id == "v1"
+    assert set(seen) <= {v1_value, v2_value}, "the projected Secret only held ACSCurrent or ACSPrevious values"
+    assert seen[0] == v1_value and seen[-1] == v2_value
+
+
+def test_restart_targets_roll_once_per_rotation(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    apps = client.AppsV1Api(admin)
+    labels = {"app": "web"}
+    apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="web"),
+            spec=client.V1DeploymentSpec(
+                replicas=1,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="example/web:1")]),
+                ),
+            ),
+        ),
+    )
+
+    def replicasets() -> int:
+        return len(apps.list_namespaced_replica_set(namespace, label_selector="app=web").items)
+
+    kube.eventually(lambda: replicasets() == 1, what="the first ReplicaSet")
+    create(admin, namespace, managed_secret("creds", restartTargets=[{"kind": "Deployment", "name": "web"}]))
+    wait_ready(admin, namespace, "creds")
+    time.sleep(3)
+    assert replicasets() == 1, "no restart for the first version"
+    for n, request in enumerate(["r1", "r2"], start=2):
+        annotate(admin, namespace, "creds", {"managedsecrets.io/rotate": request})
+        kube.eventually(lambda n=n: current_version(admin, namespace, "creds") == f"v{n}", what=f"v{n}")
+        kube.eventually(lambda n=n: replicasets() == n, what=f"{n} ReplicaSets")
+    template = apps.read_namespaced_deployment("web", namespace).spec.template.metadata.annotations
+    assert template["managedsecrets.io/secret-versions"] == '{"creds": "v3"}'
+    # Neither an operator restart nor a no-op reconcile restarts anything.
+    operator.process.stop()
+    operator.process.start()
+    annotate(admin, namespace, "creds", {"unrelated": "change"})
+    time.sleep(5)
+    assert replicasets() == 3
