@@ -95,20 +95,28 @@ def test_immediate_rotation_is_idempotent_per_request_id(
     assert reasons.count("Rotated") == 2
 
 
-def test_interval_and_cron_schedules_fire(admin: client.ApiClient, namespace: str, operator: OperatorEnvironment) -> None:
-    create(admin, namespace, managed_secret("every5s", rotation={"enabled": True, "interval": "5s"}, versionLimit=3))
+def test_interval_and_cron_schedules_fire(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    create(
+        admin, namespace, managed_secret("every5s", rotation={"enabled": True, "interval": "5s"}, versionLimit=3)
+    )
     create(admin, namespace, managed_secret("cron", rotation={"enabled": True, "schedule": "* * * * *"}))
     wait_ready(admin, namespace, "every5s")
     obj = wait_ready(admin, namespace, "cron")
     assert obj["status"]["nextRotationTime"].endswith(":00Z"), "cron times fall on whole minutes"
-    kube.eventually(lambda: current_version(admin, namespace, "every5s") == "v4", timeout=40, what="three rotations")
+    kube.eventually(
+        lambda: current_version(admin, namespace, "every5s") == "v4", timeout=40, what="three rotations"
+    )
     vault = open_store(admin, operator.namespace)
     record = vault.load(RecordKey(namespace, "every5s")).record
     created = [v.created for v in record.versions]
     gaps = [(b - a).total_seconds() for a, b in zip(created, created[1:], strict=False)]
     assert all(gap >= 4.5 for gap in gaps), f"rotations came too early: {gaps}"
     assert len(record.versions) <= 3, "versionLimit prunes unlabelled versions"
-    kube.eventually(lambda: current_version(admin, namespace, "cron") == "v2", timeout=75, what="the cron rotation")
+    kube.eventually(
+        lambda: current_version(admin, namespace, "cron") == "v2", timeout=75, what="the cron rotation"
+    )
     cron_record = vault.load(RecordKey(namespace, "cron")).record
     assert cron_record.current.created.second < 15, "the cron rotation ran at the top of the minute"
 
@@ -125,7 +133,9 @@ def test_no_storm_after_downtime_and_no_rotation_on_restart(
     operator.process.start()
     kube.eventually(lambda: current_version(admin, namespace, "tensec") == "v2", timeout=15, what="the catch-up")
     time.sleep(4)
-    assert current_version(admin, namespace, "tensec") == "v2", "one catch-up rotation, not one per missed due time"
+    assert current_version(admin, namespace, "tensec") == "v2", (
+        "one catch-up rotation, not one per missed due time"
+    )
     after = get_ms(admin, namespace, "hourly")["status"]
     assert after["currentVersion"] == "v1"
     assert after["nextRotationTime"] == hourly["status"]["nextRotationTime"], "persisted, not reset by a restart"
@@ -185,7 +195,9 @@ def test_crash_at_each_step_boundary_completes_exactly_once(
             operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": failpoint}
         )
         try:
-            _run_until_crash(crashing, lambda: annotate(admin, namespace, name, {"managedsecrets.io/rotate": "r1"}))
+            _run_until_crash(
+                crashing, lambda: annotate(admin, namespace, name, {"managedsecrets.io/rotate": "r1"})
+            )
             record = vault.load(key).record
             if failpoint == "during-finish":
                 assert record.current.id == "v2" and record.pending is None

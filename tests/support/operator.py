@@ -99,6 +99,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "MSO_NAMESPACE": self.namespace,
             "MSO_PURGE_INTERVAL_SECONDS": "2",
+            "MSO_ROTATION_BACKOFF_SECONDS": "1",
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)
@@ -198,7 +199,9 @@ def open_store(admin: client.ApiClient, operator_namespace: str) -> Any:
 
 
 def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return dict(client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    return dict(
+        client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    )
 
 
 def annotate(admin: client.ApiClient, namespace: str, name: str, annotations: dict[str, str | None]) -> None:

@@ -77,7 +77,11 @@ def test_spec_is_read_with_crd_defaults_missing() -> None:
     assert config.mode == "dual"
     assert config.accounts == ("a", "b")
     assert config.endpoint == Endpoint("mysql", "h", 3306, None, SslMode.PREFER)
-    assert (config.admin_secret, config.admin_username_key, config.admin_password_key) == ("adm", "username", "password")
+    assert (config.admin_secret, config.admin_username_key, config.admin_password_key) == (
+        "adm",
+        "username",
+        "password",
+    )
     assert config.policy == PasswordPolicy()
 
 
@@ -177,7 +181,9 @@ def test_single_mode_initial_and_create_keep_the_account() -> None:
 
 
 def test_value_holds_what_a_client_needs_as_utf8_bytes() -> None:
-    value = DatabaseStrategy().initial(context(database_spec(engine="mysql", host="mysql.db.svc", database="shop")))
+    value = DatabaseStrategy().initial(
+        context(database_spec(engine="mysql", host="mysql.db.svc", database="shop"))
+    )
     data = value.as_dict()
     assert set(data) == {"engine", "host", "port", "dbname", "username", "password"}
     assert data["engine"] == b"mysql"
