@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+
+from managed_secrets.store import RecordKey
 from support import kube
 from support.operator import (
     GROUP,
@@ -25,8 +28,6 @@ from support.operator import (
     open_store,
     wait_ready,
 )
-
-from managed_secrets.store import RecordKey
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +112,7 @@ def test_interval_and_cron_schedules_fire(
     vault = open_store(admin, operator.namespace)
     record = vault.load(RecordKey(namespace, "every5s")).record
     created = [v.created for v in record.versions]
-    gaps = [(b - a).total_seconds() for a, b in zip(created, created[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(created)]
     assert all(gap >= 4.5 for gap in gaps), f"rotations came too early: {gaps}"
     assert len(record.versions) <= 3, "versionLimit prunes unlabelled versions"
     kube.eventually(

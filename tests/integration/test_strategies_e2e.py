@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 from kubernetes import client
+
 from support import kube
 from support.https_endpoint import (
     LOCALHOST,

@@ -85,6 +85,7 @@ tests/integration/test_chart.py checks that the two agree; change both together.
 {{/* Kopf watches CRDs so that a CRD installed or upgraded after start is noticed (without it, Kopf retries
 with 403s for about a minute, then logs a warning and never notices CRD changes until restarted). */}}
 {{- define "mso.rules.crds" -}}
+# Kopf watches CRDs to notice ones installed or upgraded after it started.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
@@ -93,6 +94,7 @@ with 403s for about a minute, then logs a warning and never notices CRD changes 
 {{/* Namespaced mode only: Kopf lists and watches namespaces to match its namespace list. Without it Kopf
 retries with 403s for about a minute before it falls back to the exact names, and serves nothing until then. */}}
 {{- define "mso.rules.namespaces" -}}
+# Kopf lists and watches namespaces to match its list of served namespaces.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
@@ -101,6 +103,7 @@ retries with 403s for about a minute before it falls back to the exact names, an
 {{/* Namespaced mode only, in the release namespace: the keyring Secret and one store Secret per ManagedSecret.
 The operator reads and writes them directly; it does not watch them. */}}
 {{- define "mso.rules.store" -}}
+# The keyring Secret and the version stores (one Secret per ManagedSecret); read and written, never watched.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "create", "update", "delete"]
