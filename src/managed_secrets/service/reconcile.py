@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from managed_secrets.domain import (
     SecretRecord,
     SecretValue,
     apply_prune,
+    move_label,
     new_secret,
     put_value,
 )
@@ -60,6 +62,9 @@ log = logging.getLogger(__name__)
 RESTORE_ANNOTATION = "managedsecrets.io/restore"
 ROTATE_ANNOTATION = "managedsecrets.io/rotate"
 LAST_ROTATE_REQUEST = "last-rotate-request"
+MOVE_STAGE_ANNOTATION = "managedsecrets.io/move-stage"
+LAST_STAGE_MOVE = "last-stage-move"
+LAST_STAGE_MOVE_TIME = "last-stage-move-time"
 DELETED_AT = "deleted-at"
 PURGE_AFTER = "purge-after"
 
@@ -180,6 +185,7 @@ class ManagedSecretService:
         try:
             record = self._ensure_record(body, key, spec, outcome)
             if record is not None and record.current is not None:
+                record = self._move_stage(body, key, record)
                 record = self._rotate(body, key, spec, record, outcome)
             outcome.record = record
             if record is not None and record.current is not None:
@@ -332,7 +338,47 @@ class ManagedSecretService:
     def _next_due(self, schedule: RotationSchedule, record: SecretRecord, key: RecordKey) -> dt.datetime | None:
         if record.current is None:
             return None
-        return next_rotation_time(schedule, record.current.created, str(key))
+        last = record.current.created
+        loaded = self.vault.load(key)
+        moved = loaded.attributes.get(LAST_STAGE_MOVE_TIME) if loaded else None
+        if moved:
+            # A rollback makes an old version current; the schedule counts from the move, not from its age.
+            last = max(last, dt.datetime.fromisoformat(moved))
+        return next_rotation_time(schedule, last, str(key))
+
+    def _move_stage(self, body: Mapping[str, Any], key: RecordKey, record: SecretRecord) -> SecretRecord:
+        """UpdateSecretVersionStage, requested by annotation (``kubectl msecret rollback`` / ``label``).
+
+        The annotation holds JSON ``{"label": "ACSCurrent", "version": "v3", "id": "<request id>"}``; each
+        request id is applied once.
+        """
+        raw = (body["metadata"].get("annotations") or {}).get(MOVE_STAGE_ANNOTATION)
+        if not raw:
+            return record
+        try:
+            request = json.loads(raw)
+            label, version, request_id = str(request["label"]), str(request["version"]), str(request["id"])
+        except (ValueError, KeyError, TypeError):
+            self.events.warning(body, "InvalidStageMove", f"annotation {MOVE_STAGE_ANNOTATION} is not valid JSON")
+            return record
+        loaded = self.vault.load(key)
+        if loaded is None or loaded.attributes.get(LAST_STAGE_MOVE) == request_id:
+            return record
+        now = _iso(self.vault.clock.now())
+        try:
+            moved = self.vault.update(
+                key,
+                lambda r: move_label(r, label, version) if r else r,
+                attributes=lambda a: {**a, LAST_STAGE_MOVE: request_id, LAST_STAGE_MOVE_TIME: now},
+            )
+        except InvalidRequest as e:
+            self.vault.set_attributes(key, lambda a: {**a, LAST_STAGE_MOVE: request_id})
+            self.events.warning(body, "StageMoveRefused", f"moving {label} to {version} refused: {e}")
+            return record
+        assert moved is not None
+        self.events.normal(body, "StageMoved", f"{label} moved to version {version}")
+        log.info("moved %s of %s to %s", label, key, version)
+        return moved
 
     def _mark_request(self, key: RecordKey, request: str) -> None:
         self.vault.set_attributes(key, lambda a: {**a, LAST_ROTATE_REQUEST: request})
