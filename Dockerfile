@@ -20,7 +20,9 @@ RUN /opt/venv/bin/pip install . \
 
 FROM ${PYTHON_IMAGE}
 # pip and its friends are build tools: the final image has no use for them.
-RUN python -m pip uninstall --yes --root-user-action=ignore pip setuptools wheel \
+RUN if python -m pip --version >/dev/null 2>&1; then \
+        python -m pip uninstall --yes --root-user-action=ignore pip setuptools wheel; \
+    fi \
     && rm -rf /root/.cache
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \

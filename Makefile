@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install  ## ruff (lint + format check) and the layer contracts (import-linter)
-	$(BIN)/ruff check src tests hack
-	$(BIN)/ruff format --check src tests hack
+	$(BIN)/ruff check src tests hack bench
+	$(BIN)/ruff format --check src tests hack bench
 	$(BIN)/lint-imports
 
 typecheck: install  ## mypy --strict on src/

@@ -8,6 +8,7 @@ exception could quote a value.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,6 +42,12 @@ MANAGED_LABEL = "managedsecrets.io/managed"
 BINARY_VALUE_KEY = "value"
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str) -> jinja2.Template:
+    """Templates come from specs and repeat on every reconcile: compile each text once."""
+    return _ENV.from_string(source)
 
 
 class RenderError(ManagedSecretsError):
@@ -131,7 +138,7 @@ def _text_context(value: SecretValue) -> dict[str, str]:
 
 def _render_template(key: str, source: str, context: Mapping[str, object]) -> bytes:
     try:
-        return _ENV.from_string(source).render(context).encode("utf-8")
+        return _compile(source).render(context).encode("utf-8")
     except jinja2.TemplateSyntaxError as e:
         raise RenderError(f"template for key {key!r} has a syntax error on line {e.lineno}: {e.message}") from None
     except jinja2.UndefinedError as e:
