@@ -8,7 +8,9 @@
 #
 # DIR defaults to $MSO_DB_DIR or /tmp/mso-databases. Both servers listen on 127.0.0.1 only, on free ports,
 # with a Unix socket, data and logs inside DIR. Safe to run as root: PostgreSQL runs as the `postgres` user,
-# MariaDB as `mysql` (both created by the packages). The env file exports:
+# MariaDB as `mysql` (both created by the packages), so DIR's parents must be searchable by them (/tmp is).
+# The admin accounts are postgres (superuser) and root@'%' (ALL WITH GRANT OPTION), with random passwords.
+# The env file exports:
 #   MSO_PG_HOST MSO_PG_PORT MSO_PG_USER MSO_PG_PASSWORD MSO_PG_LOG MSO_PG_DATA
 #   MSO_MYSQL_HOST MSO_MYSQL_PORT MSO_MYSQL_USER MSO_MYSQL_PASSWORD MSO_MYSQL_SOCKET MSO_MYSQL_LOG
 # The PostgreSQL server logs every statement (log_statement=all) on purpose: the tests read that log to prove
@@ -19,8 +21,7 @@ usage() { echo "usage: $0 up|down|env [--dir DIR]" >&2; exit 2; }
 say() { echo "databases: $*" >&2; }
 
 cmd=${1:-}
-[ -n "$cmd" ] || usage
-shift
+case $cmd in up | down | env) shift ;; *) usage ;; esac
 dir=${MSO_DB_DIR:-/tmp/mso-databases}
 while [ $# -gt 0 ]; do
   case $1 in
@@ -28,7 +29,13 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-mkdir -p "$dir"
+if [ "$cmd" = up ]; then
+  mkdir -p "$dir"
+elif [ ! -d "$dir" ]; then
+  [ "$cmd" = down ] && { say "nothing to stop: no $dir"; exit 0; }
+  say "no $dir: run '$0 up' first"
+  exit 1
+fi
 dir=$(cd "$dir" && pwd)
 envfile=$dir/databases.env
 pg=$dir/postgresql
@@ -54,25 +61,33 @@ install_packages() {
   # install (the usual policy-rc.d trick), unless the machine already has a policy of its own.
   local policy=/usr/sbin/policy-rc.d added_policy=
   if [ ! -e "$policy" ]; then
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod 755 "$policy"
     added_policy=1
   fi
-  local updated=
+  local log=$dir/apt.log updated= rc=0
+  local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
   if ! apt-cache show --no-all-versions "${wanted[@]}" >/dev/null 2>&1; then
-    apt-get update -qq
+    "${apt[@]}" update >>"$log" 2>&1 || rc=$?
     updated=1
   fi
-  local rc=0
-  apt-get install -y -qq --no-install-recommends "${wanted[@]}" >&2 || rc=$?
+  [ "$rc" -ne 0 ] || "${apt[@]}" install --no-install-recommends "${wanted[@]}" >>"$log" 2>&1 || rc=$?
   if [ "$rc" -ne 0 ] && [ -z "$updated" ]; then
     # Stale package lists (a 404 on a superseded .deb): refresh once and try again.
-    apt-get update -qq
     rc=0
-    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >&2 || rc=$?
+    "${apt[@]}" update >>"$log" 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || "${apt[@]}" install --no-install-recommends "${wanted[@]}" >>"$log" 2>&1 || rc=$?
   fi
-  [ -z "$added_policy" ] || rm -f "$policy"
-  [ "$rc" -eq 0 ] || { say "apt-get install ${wanted[*]} failed"; exit 1; }
+  if [ -n "$added_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if [ "$rc" -ne 0 ]; then
+    say "apt-get failed installing ${wanted[*]}; the end of $log:"
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
   have_postgresql || { say "postgresql installed but initdb/pg_ctl not found"; exit 1; }
   have_mariadb || { say "mariadb-server installed but mariadbd/mariadb-install-db not found"; exit 1; }
 }

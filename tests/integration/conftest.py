@@ -7,6 +7,7 @@ The session fixture reuses the cluster that KUBECONFIG points at if it answers; 
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from kubernetes import client
 
 import cluster as local_cluster
 from support import kube
+from support.databases import REQUIRED_ENV, SCRIPT, MariaDB, Postgres, Server, read_env_file
 from support.operator import OperatorEnvironment, install_crd
 
 
@@ -73,3 +75,30 @@ def operator(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) 
     env.process.start()
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session")
+def database_env() -> Iterator[dict[str, str]]:
+    """Connection details of both servers: from the environment, or from servers started here."""
+    if all(os.environ.get(key) for key in REQUIRED_ENV):
+        yield {key: value for key, value in os.environ.items() if key.startswith(("MSO_PG_", "MSO_MYSQL_"))}
+        return
+    state = Path(tempfile.mkdtemp(prefix="mso-test-databases-"))
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "up", "--dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"hack/databases.sh up failed ({started.returncode}):\n{started.stderr[-4000:]}")
+    try:
+        yield read_env_file(Path(started.stdout.strip().splitlines()[-1]))
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down", "--dir", str(state)], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def servers(database_env: dict[str, str]) -> dict[str, Server]:
+    return {"postgresql": Postgres(database_env), "mysql": MariaDB(database_env)}

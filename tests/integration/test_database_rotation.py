@@ -9,277 +9,30 @@ logging in. Every password a test generates is looked for, afterwards, in the se
 
 from __future__ import annotations
 
-import abc
-import contextlib
-import os
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psycopg
-import pymysql
 import pytest
 from psycopg import sql
 
 from managed_secrets.domain import SecretValue
 from managed_secrets.rotation.strategies.database import DatabaseStrategy
 from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed
+from support.databases import (
+    ADMIN_SECRET,
+    ROTATIONS,
+    MariaDB,
+    Postgres,
+    Server,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "hack" / "databases.sh"
-REQUIRED_ENV = (
-    "MSO_PG_HOST",
-    "MSO_PG_PORT",
-    "MSO_PG_USER",
-    "MSO_PG_PASSWORD",
-    "MSO_MYSQL_HOST",
-    "MSO_MYSQL_PORT",
-    "MSO_MYSQL_USER",
-    "MSO_MYSQL_PASSWORD",
-)
-TEST_DATABASE = "mso_rotation"
-ADMIN_SECRET = "db-admin"
-ROTATIONS = 5
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip().removeprefix("export ")
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key] = value
-    return values
-
-
-@pytest.fixture(scope="session")
-def database_env() -> Iterator[dict[str, str]]:
-    """Connection details of both servers: from the environment, or from servers started here."""
-    if all(os.environ.get(key) for key in REQUIRED_ENV):
-        yield {key: value for key, value in os.environ.items() if key.startswith(("MSO_PG_", "MSO_MYSQL_"))}
-        return
-    state = Path(tempfile.mkdtemp(prefix="mso-test-databases-"))
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "up", "--dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if started.returncode != 0:
-        pytest.fail(f"hack/databases.sh up failed ({started.returncode}):\n{started.stderr[-4000:]}")
-    try:
-        yield _read_env_file(Path(started.stdout.strip().splitlines()[-1]))
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "down", "--dir", str(state)], capture_output=True, check=False)
-
-
-def _unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-class Server(abc.ABC):
-    """One database server and an admin connection for setting tests up; names are never interpolated."""
-
-    engine: str
-
-    def __init__(self, env: Mapping[str, str], prefix: str) -> None:
-        self.host = env[f"{prefix}_HOST"]
-        self.port = int(env[f"{prefix}_PORT"])
-        self.admin_user = env[f"{prefix}_USER"]
-        self.admin_password = env[f"{prefix}_PASSWORD"]
-        log = env.get(f"{prefix}_LOG")
-        self.log_path = Path(log) if log else None
-        self.accounts: list[str] = []
-
-    def spec(self, **overrides: Any) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "engine": self.engine,
-            "host": self.host,
-            "port": self.port,
-            "database": TEST_DATABASE,
-            "mode": "dual",
-            "adminSecretRef": {"name": ADMIN_SECRET},
-            "passwordPolicy": {},
-            "sslMode": "prefer",
-        }
-        spec.update(overrides)
-        return {key: value for key, value in spec.items() if value is not None}
-
-    def admin_secret(self, username: str | None = None, password: str | None = None) -> dict[str, bytes]:
-        return {
-            "username": (username or self.admin_user).encode(),
-            "password": (password or self.admin_password).encode(),
-        }
-
-    def log_text(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
-
-    @abc.abstractmethod
-    def can_login(self, username: str, password: str) -> bool: ...
-
-    @abc.abstractmethod
-    def create_account(self, name: str) -> None:
-        """A login account without a password, allowed to read the test table (same grants for all)."""
-
-    @abc.abstractmethod
-    def create_weak_admin(self, name: str, password: str) -> None:
-        """An account that may log in and read the test table but not change other accounts' passwords."""
-
-    @abc.abstractmethod
-    def drop_accounts(self) -> None: ...
-
-
-class Postgres(Server):
-    engine = "postgresql"
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        super().__init__(env, "MSO_PG")
-        with self._admin("postgres") as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DATABASE,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
-        with self._admin() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS items (id integer)")
-
-    def _admin(self, database: str = TEST_DATABASE) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=self.admin_user,
-            password=self.admin_password,
-            dbname=database,
-            autocommit=True,
-            connect_timeout=10,
-        )
-
-    def setting(self, name: str) -> str:
-        with self._admin() as conn:
-            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
-        assert row is not None
-        return str(row[0])
-
-    def can_login(self, username: str, password: str) -> bool:
-        try:
-            with psycopg.connect(
-                host=self.host,
-                port=self.port,
-                user=username,
-                password=password,
-                dbname=TEST_DATABASE,
-                connect_timeout=10,
-            ) as conn:
-                return conn.execute("SELECT count(*) FROM items").fetchone() is not None
-        except psycopg.OperationalError:
-            return False
-
-    def create_account(self, name: str) -> None:
-        with self._admin() as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("GRANT SELECT ON items TO {}").format(sql.Identifier(name)))
-        self.accounts.append(name)
-
-    def create_weak_admin(self, name: str, password: str) -> None:
-        with self._admin() as conn:
-            # Only the verifier is sent, so the password stays out of this server's statement log too.
-            verifier = conn.pgconn.encrypt_password(password.encode(), name.encode()).decode()
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD {}").format(
-                    sql.Identifier(name), sql.Literal(verifier)
-                )
-            )
-            conn.execute(sql.SQL("GRANT SELECT ON items TO {}").format(sql.Identifier(name)))
-        self.accounts.append(name)
-
-    def drop_accounts(self) -> None:
-        with self._admin() as conn:
-            for name in self.accounts:
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-        self.accounts.clear()
-
-
-class MariaDB(Server):
-    engine = "mysql"
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        super().__init__(env, "MSO_MYSQL")
-        with self._admin() as cursor:
-            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {TEST_DATABASE}")
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {TEST_DATABASE}.items (id INT)")
-
-    @contextlib.contextmanager
-    def _admin(self) -> Iterator[Any]:
-        conn = pymysql.connect(
-            host=self.host,
-            port=self.port,
-            user=self.admin_user,
-            password=self.admin_password,
-            autocommit=True,
-            connect_timeout=10,
-        )
-        try:
-            with conn.cursor() as cursor:
-                yield cursor
-        finally:
-            conn.close()
-
-    def execute_as_admin(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with self._admin() as cursor:
-            cursor.execute(query, params)
-            return list(cursor.fetchall())
-
-    def can_login(self, username: str, password: str) -> bool:
-        try:
-            conn = pymysql.connect(
-                host=self.host,
-                port=self.port,
-                user=username,
-                password=password.encode(),
-                database=TEST_DATABASE,
-                connect_timeout=10,
-            )
-        except pymysql.MySQLError:
-            return False
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT COUNT(*) FROM items")
-                return cursor.fetchone() is not None
-        finally:
-            conn.close()
-
-    def create_account(self, name: str) -> None:
-        with self._admin() as cursor:
-            cursor.execute("CREATE USER %s@'%%'", (name,))
-            cursor.execute(f"GRANT SELECT ON {TEST_DATABASE}.items TO %s@'%%'", (name,))
-        self.accounts.append(name)
-
-    def create_weak_admin(self, name: str, password: str) -> None:
-        with self._admin() as cursor:
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (name, password))
-            cursor.execute(f"GRANT SELECT ON {TEST_DATABASE}.items TO %s@'%%'", (name,))
-        self.accounts.append(name)
-
-    def drop_accounts(self) -> None:
-        with self._admin() as cursor:
-            for name in self.accounts:
-                cursor.execute("DROP USER IF EXISTS %s@'%%'", (name,))
-        self.accounts.clear()
-
-
-@pytest.fixture(scope="session")
-def servers(database_env: dict[str, str]) -> dict[str, Server]:
-    return {"postgresql": Postgres(database_env), "mysql": MariaDB(database_env)}
 
 
 @dataclass
@@ -401,7 +154,7 @@ class LoginProbe(threading.Thread):
 def test_dual_mode_alternates_and_keeps_previous_credentials_valid(
     server: Server, rotations: list[Rotation]
 ) -> None:
-    first, second = _unique("mso_a"), _unique("mso_b")
+    first, second = unique("mso_a"), unique("mso_b")
     server.create_account(first)
     server.create_account(second)
     rotation = Rotation(server, server.spec(usernames=[first, second]), server.admin_secret())
@@ -432,7 +185,7 @@ def test_dual_mode_alternates_and_keeps_previous_credentials_valid(
 
 
 def test_dual_mode_set_is_idempotent(server: Server, rotations: list[Rotation]) -> None:
-    first, second = _unique("mso_a"), _unique("mso_b")
+    first, second = unique("mso_a"), unique("mso_b")
     server.create_account(first)
     server.create_account(second)
     rotation = Rotation(server, server.spec(usernames=[first, second]), server.admin_secret())
@@ -471,11 +224,35 @@ def test_account_names_are_quoted(server: Server, rotations: list[Rotation], nam
     assert server.can_login(*login(pending))
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"length": 64, "excludeNumbers": True, "excludeUppercase": True, "excludeLowercase": True},
+        {"length": 48, "includeSpace": True, "excludeLowercase": True, "excludeUppercase": True},
+    ],
+    ids=["punctuation-only", "with-space"],
+)
+def test_passwords_full_of_quotes_and_backslashes_work(
+    server: Server, rotations: list[Rotation], policy: dict[str, Any]
+) -> None:
+    first, second = unique("mso_a"), unique("mso_b")
+    server.create_account(first)
+    server.create_account(second)
+    rotation = Rotation(
+        server, server.spec(usernames=[first, second], passwordPolicy=policy), server.admin_secret()
+    )
+    rotations.append(rotation)
+    current = rotation.initial()
+    pending = rotation.rotate(current)
+    assert server.can_login(*login(current))
+    assert server.can_login(*login(pending))
+
+
 # --- single mode -------------------------------------------------------------------------------------------
 
 
 def test_single_mode_changes_the_password_in_place(server: Server, rotations: list[Rotation]) -> None:
-    owner = _unique("mso_owner")
+    owner = unique("mso_owner")
     server.create_account(owner)
     rotation = Rotation(server, server.spec(mode="single", username=owner), server.admin_secret())
     rotations.append(rotation)
@@ -490,7 +267,7 @@ def test_single_mode_changes_the_password_in_place(server: Server, rotations: li
 
 
 def test_admin_without_rights_gets_permission_denied(server: Server, rotations: list[Rotation]) -> None:
-    owner, weak = _unique("mso_owner"), _unique("mso_weak")
+    owner, weak = unique("mso_owner"), unique("mso_weak")
     weak_password = f"WEAK-CANARY-{uuid.uuid4().hex}"
     server.create_account(owner)
     server.create_weak_admin(weak, weak_password)
@@ -514,7 +291,7 @@ def test_admin_without_rights_gets_permission_denied(server: Server, rotations: 
 
 
 def test_wrong_admin_password_is_admin_login_failed(server: Server, rotations: list[Rotation]) -> None:
-    owner = _unique("mso_owner")
+    owner = unique("mso_owner")
     server.create_account(owner)
     canary = f"ADMIN-CANARY-{uuid.uuid4().hex}"
     rotation = Rotation(server, server.spec(mode="single", username=owner), server.admin_secret(password=canary))
@@ -537,8 +314,8 @@ def test_missing_admin_secret_is_reported_before_connecting(server: Server, rota
 
 
 def test_missing_account_is_account_missing(server: Server, rotations: list[Rotation]) -> None:
-    ghost = _unique("mso_ghost")
-    rotation = Rotation(server, server.spec(usernames=[ghost, _unique("mso_ghost")]), server.admin_secret())
+    ghost = unique("mso_ghost")
+    rotation = Rotation(server, server.spec(usernames=[ghost, unique("mso_ghost")]), server.admin_secret())
     rotations.append(rotation)
     with pytest.raises(RotationStepFailed) as failed:
         rotation.initial()
@@ -548,7 +325,7 @@ def test_missing_account_is_account_missing(server: Server, rotations: list[Rota
 
 
 def test_test_step_fails_when_the_password_was_never_set(server: Server, rotations: list[Rotation]) -> None:
-    owner = _unique("mso_owner")
+    owner = unique("mso_owner")
     server.create_account(owner)
     rotation = Rotation(server, server.spec(mode="single", username=owner), server.admin_secret())
     rotations.append(rotation)
@@ -561,7 +338,7 @@ def test_test_step_fails_when_the_password_was_never_set(server: Server, rotatio
 
 
 def test_tls_required_by_spec_but_not_offered(server: Server, rotations: list[Rotation]) -> None:
-    owner = _unique("mso_owner")
+    owner = unique("mso_owner")
     server.create_account(owner)
     rotation = Rotation(
         server, server.spec(mode="single", username=owner, sslMode="require"), server.admin_secret()
@@ -595,7 +372,7 @@ def test_postgres_never_receives_the_password_in_clear(servers: dict[str, Server
     assert isinstance(server, Postgres)
     if server.setting("log_statement") != "all" or server.log_path is None:
         pytest.skip("this PostgreSQL server does not log every statement to a file we can read")
-    owner, admin = _unique("mso_owner"), _unique("mso_roleadmin")
+    owner, admin = unique("mso_owner"), unique("mso_roleadmin")
     admin_password = f"ROLEADMIN-{uuid.uuid4().hex}"
     server.create_account(owner)
     server.create_weak_admin(admin, admin_password)
@@ -624,7 +401,7 @@ def test_mariadb_general_log_never_sees_the_password(servers: dict[str, Server])
     if server.log_path is None:
         pytest.skip("no MSO_MYSQL_LOG: no directory known to the server to write a general log into")
     general_log = server.log_path.parent / f"general-{uuid.uuid4().hex[:6]}.log"
-    owner, admin = _unique("mso_owner"), _unique("mso_useradmin")
+    owner, admin = unique("mso_owner"), unique("mso_useradmin")
     admin_password = f"USERADMIN-{uuid.uuid4().hex}"
     server.create_account(owner)
     server.create_weak_admin(admin, admin_password)
@@ -654,7 +431,7 @@ def test_mariadb_admin_that_cannot_read_mysql_user_assumes_any_host(servers: dic
     'user'@'%', and the rotation still works."""
     server = servers["mysql"]
     assert isinstance(server, MariaDB)
-    owner, admin = _unique("mso_owner"), _unique("mso_useradmin")
+    owner, admin = unique("mso_owner"), unique("mso_useradmin")
     admin_password = f"USERADMIN-{uuid.uuid4().hex}"
     server.create_account(owner)
     server.create_weak_admin(admin, admin_password)

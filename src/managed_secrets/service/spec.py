@@ -9,8 +9,7 @@ from typing import Any
 from managed_secrets.domain import SecretType
 from managed_secrets.errors import InvalidRequest
 from managed_secrets.projection import TargetSpec
-from managed_secrets.rotation.generators import PasswordPolicy
-from managed_secrets.rotation.strategies.generic import policy_from_spec
+from managed_secrets.rotation.generators import PasswordPolicy, policy_from_spec
 
 API_GROUP = "managedsecrets.io"
 API_VERSION = "v1alpha1"

@@ -9,6 +9,14 @@ from managed_secrets.rotation.generators.password import (
     PasswordPolicy,
     RandomSource,
     generate_password,
+    policy_from_spec,
 )
 
-__all__ = ["MAX_PASSWORD_LENGTH", "PUNCTUATION", "PasswordPolicy", "RandomSource", "generate_password"]
+__all__ = [
+    "MAX_PASSWORD_LENGTH",
+    "PUNCTUATION",
+    "PasswordPolicy",
+    "RandomSource",
+    "generate_password",
+    "policy_from_spec",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -111,3 +112,19 @@ def generate_password(policy: PasswordPolicy, rng: RandomSource | None = None) -
     chars.extend(source.choice(alphabet) for _ in range(policy.length - len(chars)))
     source.shuffle(chars)
     return "".join(chars)
+
+
+def policy_from_spec(raw: Mapping[str, Any] | None) -> PasswordPolicy:
+    """A policy from its CRD form (``spec.generate.keys[]`` or ``passwordPolicy``: camelCase, all optional)."""
+    raw = raw or {}
+    defaults = PasswordPolicy()
+    return PasswordPolicy(
+        length=int(raw.get("length", defaults.length)),
+        exclude_characters=str(raw.get("excludeCharacters", defaults.exclude_characters)),
+        exclude_numbers=bool(raw.get("excludeNumbers", defaults.exclude_numbers)),
+        exclude_punctuation=bool(raw.get("excludePunctuation", defaults.exclude_punctuation)),
+        exclude_uppercase=bool(raw.get("excludeUppercase", defaults.exclude_uppercase)),
+        exclude_lowercase=bool(raw.get("excludeLowercase", defaults.exclude_lowercase)),
+        include_space=bool(raw.get("includeSpace", defaults.include_space)),
+        require_each_included_type=bool(raw.get("requireEachIncludedType", defaults.require_each_included_type)),
+    )

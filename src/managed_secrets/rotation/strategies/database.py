@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from managed_secrets.domain import SecretValue
 from managed_secrets.errors import InvalidPolicy
-from managed_secrets.rotation.generators import PasswordPolicy, generate_password
+from managed_secrets.rotation.generators import PasswordPolicy, generate_password, policy_from_spec
 from managed_secrets.rotation.strategies._db import (
     Credentials,
     DatabaseFailure,
@@ -60,20 +60,7 @@ def _invalid(step: str, message: str) -> RotationStepFailed:
     return RotationStepFailed(step, Reason.INVALID_SPEC, message)
 
 
-def password_policy_from_spec(raw: Mapping[str, Any] | None) -> PasswordPolicy:
-    """The CRD's ``passwordPolicy`` object (camelCase keys, all optional) as a ``PasswordPolicy``."""
-    raw = raw or {}
-    defaults = PasswordPolicy()
-    return PasswordPolicy(
-        length=raw.get("length", defaults.length),
-        exclude_characters=raw.get("excludeCharacters", defaults.exclude_characters),
-        exclude_numbers=bool(raw.get("excludeNumbers", defaults.exclude_numbers)),
-        exclude_punctuation=bool(raw.get("excludePunctuation", defaults.exclude_punctuation)),
-        exclude_uppercase=bool(raw.get("excludeUppercase", defaults.exclude_uppercase)),
-        exclude_lowercase=bool(raw.get("excludeLowercase", defaults.exclude_lowercase)),
-        include_space=bool(raw.get("includeSpace", defaults.include_space)),
-        require_each_included_type=bool(raw.get("requireEachIncludedType", defaults.require_each_included_type)),
-    )
+password_policy_from_spec = policy_from_spec
 
 
 @dataclass(frozen=True)
@@ -151,8 +138,11 @@ def username_of(value: SecretValue | None) -> str | None:
     if value is None or not value.keys():
         return None
     raw = value.as_dict().get("username")
-    if raw is None:
-        return None
+    return None if raw is None else _text(raw)
+
+
+def _text(raw: bytes) -> str | None:
+    """``raw`` as UTF-8 text, or ``None``. The UnicodeDecodeError (it holds the bytes) goes no further."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -192,12 +182,12 @@ def pending_credentials(
         raw = data.get(key)
         if not raw:
             raise RotationStepFailed(step, Reason.INVALID_PENDING_VALUE, f"the pending value has no {key!r} key")
-        try:
-            texts[key] = raw.decode("utf-8")
-        except UnicodeDecodeError:
+        text = _text(raw)
+        if text is None:
             raise RotationStepFailed(
                 step, Reason.INVALID_PENDING_VALUE, f"the pending value's {key!r} is not UTF-8 text"
-            ) from None
+            )
+        texts[key] = text
     username = texts["username"]
     if username not in config.accounts:
         raise RotationStepFailed(
@@ -233,12 +223,12 @@ def admin_credentials(config: DatabaseConfig, ctx: RotationContext, step: str) -
                 Reason.ADMIN_CREDENTIALS_MISSING,
                 f"admin Secret {name!r} has no key {key!r} ({found}; see {_FIELD}.adminSecretRef)",
             )
-        try:
-            texts[key] = raw.decode("utf-8")
-        except UnicodeDecodeError:
+        text = _text(raw)
+        if text is None:
             raise RotationStepFailed(
                 step, Reason.ADMIN_CREDENTIALS_MISSING, f"key {key!r} of admin Secret {name!r} is not UTF-8 text"
-            ) from None
+            )
+        texts[key] = text
     return Credentials(username=texts[config.admin_username_key], password=texts[config.admin_password_key])
 
 

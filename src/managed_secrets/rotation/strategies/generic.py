@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from managed_secrets.domain import SecretValue
-from managed_secrets.rotation.generators import PasswordPolicy, generate_password
+from managed_secrets.rotation.generators import generate_password, policy_from_spec
 from managed_secrets.rotation.strategy import RotationContext, RotationStrategy, register
-
-
-def policy_from_spec(raw: Mapping[str, Any]) -> PasswordPolicy:
-    """A password policy from its CRD form (camelCase, defaults applied by the API server)."""
-    return PasswordPolicy(
-        length=int(raw.get("length", 32)),
-        exclude_characters=str(raw.get("excludeCharacters", "")),
-        exclude_numbers=bool(raw.get("excludeNumbers", False)),
-        exclude_punctuation=bool(raw.get("excludePunctuation", False)),
-        exclude_uppercase=bool(raw.get("excludeUppercase", False)),
-        exclude_lowercase=bool(raw.get("excludeLowercase", False)),
-        include_space=bool(raw.get("includeSpace", False)),
-        require_each_included_type=bool(raw.get("requireEachIncludedType", True)),
-    )
 
 
 @register

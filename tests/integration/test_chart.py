@@ -1,0 +1,730 @@
+"""The Helm chart and the kustomize base against the real control plane.
+
+Static checks (lint, schema, rendering, the CRD and RBAC copies) need only the helm and kubectl binaries.
+The install tests run ``helm install`` (pods stay Pending: there is no kubelet) and then the operator
+*process* on this machine with a token of the chart's own ServiceAccount, so the API server enforces exactly
+the RBAC the chart installed. Assertions about permissions are made on that process's own log and store (the
+session-wide operator fixture, if it runs, has another ServiceAccount and another store namespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from managed_secrets.store import RecordKey
+from managed_secrets.store.kubernetes import STORE_SECRET_TYPE, store_secret_name
+from support import kube
+from support.operator import (
+    CRD_FILE,
+    GROUP,
+    PLURAL,
+    RBAC_FILE,
+    VERSION,
+    OperatorProcess,
+    install_crd,
+    managed_secret,
+    wait_ready,
+    write_token_kubeconfig,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "managed-secrets-operator"
+DEPLOY = ROOT / "deploy"
+CHART_NAME = "managed-secrets-operator"
+# `helm template` has no cluster to ask; any version the chart's kubeVersion accepts will do.
+KUBE_VERSION = "1.35.0"
+KEYRING_SECRET = "managed-secrets-keyring"
+# What a log shows when the API server refused the operator something.
+FORBIDDEN = re.compile(r"APIForbiddenError|Forbidden|forbidden|HTTP 403|lacks |Not enough permissions")
+
+
+# --- tools ------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def tools() -> Path:
+    """The directory with helm and kubectl (the last line printed by the cached control-plane build)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def run(tool: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(tools() / tool), *args], input=stdin, capture_output=True, text=True, timeout=180, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(args)} exited {done.returncode}:\n{done.stderr}{done.stdout}")
+    return done
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run("helm", *args, check=check)
+
+
+def kubectl(
+    kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run("kubectl", f"--kubeconfig={kubeconfig}", *args, stdin=stdin, check=check)
+
+
+def template(*options: str, release: str = "r", namespace: str = "mso") -> str:
+    return helm(
+        "template", release, str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}", *options
+    ).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render(*options: str, release: str = "r", namespace: str = "mso") -> list[dict[str, Any]]:
+    return documents(template(*options, release=release, namespace=namespace))
+
+
+def find(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    return [
+        d for d in docs if d["kind"] == kind and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
+
+
+def only(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> dict[str, Any]:
+    found = find(docs, kind, namespace)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+def canonical(rules: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], ...]]:
+    """Rules compared as sets: order of rules, groups, resources and verbs does not matter."""
+    return sorted(
+        (
+            tuple(sorted(r.get("apiGroups") or [])),
+            tuple(sorted(r.get("resources") or [])),
+            tuple(sorted(r.get("verbs") or [])),
+        )
+        for r in rules
+    )
+
+
+def deploy_cluster_role_rules() -> list[dict[str, Any]]:
+    return list(only(documents(RBAC_FILE.read_text()), "ClusterRole")["rules"])
+
+
+# --- static checks ----------------------------------------------------------------------------------------
+
+NAMESPACED = ("--set", "watchNamespaces={team-a,team-b}")
+KEYRING_FILE = ("--set", "keyring.source=file", "--set", "keyring.file.secretName=my-keyring")
+
+
+@pytest.mark.parametrize("options", [(), NAMESPACED, KEYRING_FILE], ids=["default", "namespaced", "keyring-file"])
+def test_helm_lint_passes(options: tuple[str, ...]) -> None:
+    done = helm("lint", "--strict", str(CHART), *options)
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
+    chart_crds = sorted(p.name for p in (CHART / "crds").iterdir())
+    assert chart_crds == sorted(p.name for p in CRD_FILE.parent.iterdir())
+    assert (CHART / "crds" / CRD_FILE.name).read_bytes() == CRD_FILE.read_bytes(), (
+        f"copy {CRD_FILE.relative_to(ROOT)} to {(CHART / 'crds').relative_to(ROOT)}/"
+    )
+
+
+def test_kustomize_crd_is_a_byte_identical_copy_of_crds() -> None:
+    assert (DEPLOY / "crds" / CRD_FILE.name).read_bytes() == CRD_FILE.read_bytes(), (
+        f"copy {CRD_FILE.relative_to(ROOT)} to deploy/crds/"
+    )
+
+
+def test_chart_rbac_rules_equal_deploy_rbac_rules() -> None:
+    docs = render()
+    cluster_role = only(docs, "ClusterRole")
+    assert canonical(cluster_role["rules"]) == canonical(deploy_cluster_role_rules())
+    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    binding = only(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": only(docs, "ServiceAccount")["metadata"]["name"], "namespace": "mso"}
+    ]
+
+
+def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
+    docs = render(*NAMESPACED)
+    deploy_rules = deploy_cluster_role_rules()
+    namespaced = [r for r in deploy_rules if r["apiGroups"] != ["apiextensions.k8s.io"]]
+    for ns in ("team-a", "team-b"):
+        assert canonical(only(docs, "Role", ns)["rules"]) == canonical(namespaced)
+        assert only(docs, "RoleBinding", ns)["subjects"][0]["namespace"] == "mso"
+    # Cluster-scoped: only what Kopf reads for discovery (CRDs, and namespace names to match its list).
+    assert canonical(only(docs, "ClusterRole")["rules"]) == canonical(
+        [
+            {
+                "apiGroups": ["apiextensions.k8s.io"],
+                "resources": ["customresourcedefinitions"],
+                "verbs": ["list", "watch"],
+            },
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        ]
+    )
+    # The release namespace: the keyring and the stores, a subset of the Secret verbs, and no watch.
+    (store_rule,) = only(docs, "Role", "mso")["rules"]
+    secrets_rule = next(r for r in deploy_rules if r["resources"] == ["secrets"])
+    assert store_rule["resources"] == ["secrets"]
+    assert set(store_rule["verbs"]) == set(secrets_rule["verbs"]) - {"watch"}
+    assert env_of(docs)["MSO_WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_kustomize_base_renders_what_the_chart_renders() -> None:
+    """deploy/ is the chart's default output written by hand: the pod spec, RBAC and Service must agree."""
+    base = documents(run("kubectl", "kustomize", str(DEPLOY)).stdout)
+    chart = render(release=CHART_NAME, namespace="managed-secrets")
+    for kind in ("Deployment", "Service", "ServiceAccount", "ClusterRoleBinding"):
+        assert only(base, kind)["metadata"]["name"] == only(chart, kind)["metadata"]["name"]
+        assert only(base, kind)["metadata"].get("namespace") == only(chart, kind)["metadata"].get("namespace")
+    assert (
+        only(base, "Deployment")["spec"]["template"]["spec"]
+        == only(chart, "Deployment")["spec"]["template"]["spec"]
+    )
+    assert only(base, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert only(base, "Service")["spec"]["ports"] == only(chart, "Service")["spec"]["ports"]
+    assert only(base, "ClusterRoleBinding")["subjects"] == only(chart, "ClusterRoleBinding")["subjects"]
+    assert canonical(only(base, "ClusterRole")["rules"]) == canonical(only(chart, "ClusterRole")["rules"])
+    assert only(base, "CustomResourceDefinition") == yaml.safe_load(CRD_FILE.read_text())
+
+
+def test_defaults() -> None:
+    docs = render()
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+    }, "ServiceMonitor, NetworkPolicy and PodDisruptionBudget are opt-in"
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(docs)
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert c["image"] == f"managed-secrets-operator:{chart_meta['appVersion']}"
+    assert c["args"] == ["--log-level=INFO", "--log-format=json", "--liveness=http://0.0.0.0:8080/healthz"]
+    env = env_of(docs)
+    assert env["MSO_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["MSO_KEYRING_SECRET"] == KEYRING_SECRET and "MSO_KEYRING_FILE" not in env
+    assert "MSO_WATCH_NAMESPACES" not in env  # cluster-wide
+    assert (env["MSO_MAX_WORKERS"], env["MSO_PURGE_INTERVAL_SECONDS"], env["MSO_METRICS_PORT"]) == (
+        "8",
+        "3600",
+        "9090",
+    )
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert only(docs, "Service")["spec"]["ports"][0]["port"] == 9090
+
+
+def test_values_reach_the_deployment() -> None:
+    docs = render(
+        "--set", "image.repository=registry.example/mso",
+        "--set", "image.tag=1.2.3",
+        "--set", "logLevel=DEBUG",
+        "--set", "logFormat=plain",
+        "--set", "maxWorkers=3",
+        "--set", "metrics.port=9300",
+        "--set", "probes.port=8081",
+        "--set", "extraEnv[0].name=EXTRA,extraEnv[0].value=yes",
+        "--set", "imagePullSecrets[0].name=regcred",
+        "--set", "podAnnotations.team=secrets",
+        "--set", "nodeSelector.pool=system",
+    )  # fmt: skip
+    c = container(docs)
+    assert c["image"] == "registry.example/mso:1.2.3"
+    assert c["args"] == ["--log-level=DEBUG", "--log-format=plain", "--liveness=http://0.0.0.0:8081/healthz"]
+    env = env_of(docs)
+    assert (env["MSO_MAX_WORKERS"], env["MSO_METRICS_PORT"], env["EXTRA"]) == ("3", "9300", "yes")
+    pod = only(docs, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"team": "secrets"}
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["nodeSelector"] == {"pool": "system"}
+    assert only(docs, "Service")["spec"]["ports"][0]["port"] == 9300
+
+
+def test_keyring_sources() -> None:
+    existing = env_of(render("--set", "keyring.source=existingSecret", "--set", "keyring.secretName=my-keys"))
+    assert existing["MSO_KEYRING_SECRET"] == "my-keys"
+
+    docs = render(*KEYRING_FILE)
+    env = env_of(docs)
+    assert env["MSO_KEYRING_FILE"] == "/etc/managed-secrets/keyring/keyring.json"
+    assert "MSO_KEYRING_SECRET" not in env
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "keyring")
+    assert volume["secret"]["secretName"] == "my-keyring"
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "keyring")
+    assert mount == {"name": "keyring", "mountPath": "/etc/managed-secrets/keyring", "readOnly": True}
+
+    # A path the user mounts with extraVolumes: no Secret volume from the chart.
+    docs = render("--set", "keyring.source=file", "--set", "keyring.file.path=/vault/keyring.json")
+    assert env_of(docs)["MSO_KEYRING_FILE"] == "/vault/keyring.json"
+    assert [v["name"] for v in only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+
+
+def test_optional_objects_render_only_when_enabled() -> None:
+    docs = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=prom",
+        "--set", "networkPolicy.enabled=true",
+        "--set", "podDisruptionBudget.enabled=true",
+    )  # fmt: skip
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == only(docs, "Service")["spec"]["selector"]
+    policy = only(docs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+    pdb = only(
+        render("--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1"),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"] == {"selector": pdb["spec"]["selector"], "minAvailable": 1}
+
+    failed = helm(
+        "template", "r", str(CHART), f"--kube-version={KUBE_VERSION}",
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false",
+        check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0 and "needs metrics.service.enabled" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--set", "replicas=2"), "replicas"),
+        (("--set", "logFormat=xml"), "logFormat"),
+        (("--set", "keyring.source=file"), "keyring"),
+        (("--set", "keyring.source=vault"), "keyring"),
+        (("--set", "watchNamespaces={Not_A_Namespace}"), "watchNamespaces"),
+        (("--set", "unknownValue=1"), "unknownValue"),
+    ],
+    ids=["two-replicas", "log-format", "file-without-source", "unknown-source", "bad-namespace", "typo"],
+)
+def test_schema_refuses_bad_values(options: tuple[str, ...], expected: str) -> None:
+    failed = helm("template", "r", str(CHART), f"--kube-version={KUBE_VERSION}", *options, check=False)
+    assert failed.returncode != 0
+    assert "values don't meet the specifications of the schema" in failed.stderr
+    assert expected in failed.stderr
+
+
+# --- the real API server: Pod Security and server-side validation -----------------------------------------
+
+
+def restricted_namespace(admin: client.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")} | {
+        f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "warn", "audit")
+    }
+    client.CoreV1Api(admin).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    return name
+
+
+def pod_from_deployment(docs: list[dict[str, Any]], namespace: str) -> str:
+    """The Deployment's pod template as a bare Pod, which Pod Security *enforces* on (Deployments get warnings)."""
+    template_ = only(docs, "Deployment")["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pss-check", "namespace": namespace, "labels": template_["metadata"]["labels"]},
+        "spec": template_["spec"],
+    }
+    return yaml.safe_dump(pod)
+
+
+def test_rendered_chart_passes_server_side_dry_run_under_restricted_pss(
+    admin: client.ApiClient, kubeconfig: str
+) -> None:
+    ns = restricted_namespace(admin, "mso-pss")
+    try:
+        for options in (
+            (),
+            (
+                "--set",
+                f"watchNamespaces={{{ns}}}",
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "podDisruptionBudget.enabled=true",
+            ),
+        ):
+            text = template("--include-crds", *options, namespace=ns)
+            applied = kubectl(kubeconfig, "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=text)
+            assert "deployment.apps/r-managed-secrets-operator created (server dry run)" in applied.stdout
+            assert "would violate PodSecurity" not in applied.stderr, applied.stderr
+            pod = kubectl(
+                kubeconfig, "create", "--dry-run=server", "-f", "-", stdin=pod_from_deployment(documents(text), ns)
+            )
+            assert "pod/pss-check created (server dry run)" in pod.stdout
+
+        # The check is live: a weakened securityContext is refused for the Pod and warned about for the Deployment.
+        bad = template(
+            "--set",
+            "securityContext.allowPrivilegeEscalation=true",
+            "--set",
+            "podSecurityContext.runAsNonRoot=false",
+            "--set",
+            "securityContext.runAsNonRoot=false",
+            namespace=ns,
+        )
+        applied = kubectl(kubeconfig, "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=bad)
+        assert 'would violate PodSecurity "restricted:latest"' in applied.stderr
+        refused = kubectl(
+            kubeconfig,
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+            stdin=pod_from_deployment(documents(bad), ns),
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert 'violates PodSecurity "restricted:latest"' in refused.stderr
+        assert "allowPrivilegeEscalation != false" in refused.stderr
+    finally:
+        kube.delete_namespace(admin, ns)
+
+
+def test_kustomize_base_applies_and_its_pod_is_admitted(admin: client.ApiClient, kubeconfig: str) -> None:
+    core, rbac, apps = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin), client.AppsV1Api(admin)
+    if (
+        kube.status_of(lambda: core.read_namespace("managed-secrets")) != 404
+        or kube.status_of(lambda: rbac.read_cluster_role(CHART_NAME)) != 404
+    ):
+        pytest.skip("this cluster already has the kustomize base's namespace or ClusterRole; not touching them")
+    install_crd(admin)  # so that deleting what apply -k made never has to touch the shared CRD
+    try:
+        applied = kubectl(kubeconfig, "apply", "-k", str(DEPLOY))
+        for line in (
+            "namespace/managed-secrets",
+            "customresourcedefinition.apiextensions.k8s.io/managedsecrets.managedsecrets.io",
+            "serviceaccount/managed-secrets-operator",
+            "clusterrole.rbac.authorization.k8s.io/managed-secrets-operator",
+            "clusterrolebinding.rbac.authorization.k8s.io/managed-secrets-operator",
+            "service/managed-secrets-operator-metrics",
+            "deployment.apps/managed-secrets-operator",
+        ):
+            assert line in applied.stdout
+        namespace = core.read_namespace("managed-secrets")
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        deployment = apps.read_namespaced_deployment(CHART_NAME, "managed-secrets")
+        assert deployment.spec.template.spec.service_account_name == CHART_NAME
+        # The replicaset controller creates the pod in a namespace that enforces "restricted": it was admitted.
+        kube.eventually(
+            lambda: core.list_namespaced_pod("managed-secrets").items,
+            what="the operator pod to be created (admitted under restricted Pod Security)",
+        )
+        # Applying again changes nothing.
+        again = kubectl(kubeconfig, "apply", "-k", str(DEPLOY))
+        assert "configured" not in again.stdout, again.stdout
+    finally:
+        with contextlib.suppress(ApiException):
+            rbac.delete_cluster_role_binding(CHART_NAME)
+        with contextlib.suppress(ApiException):
+            rbac.delete_cluster_role(CHART_NAME)
+        kube.delete_namespace(admin, "managed-secrets")
+
+
+# --- helm install + the operator process with the chart's ServiceAccount -----------------------------------
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-{CHART_NAME}"
+
+
+@contextlib.contextmanager
+def installed(admin: client.ApiClient, kubeconfig: str, *options: str) -> Iterator[Release]:
+    """``helm install`` into a new namespace that enforces the restricted Pod Security Standard."""
+    release = Release(f"mso-{uuid.uuid4().hex[:6]}", restricted_namespace(admin, "mso-chart"))
+    try:
+        helm("install", release.name, str(CHART), "-n", release.namespace, f"--kubeconfig={kubeconfig}", *options)
+        install_crd(admin)  # established before the operator starts (Helm skips an existing CRD)
+        yield release
+    finally:
+        helm("uninstall", release.name, "-n", release.namespace, f"--kubeconfig={kubeconfig}", check=False)
+        kube.delete_namespace(admin, release.namespace)
+
+
+def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> OperatorProcess:
+    """The operator process configured as the installed Deployment's pod would be, with its ServiceAccount."""
+    deployment = client.AppsV1Api(admin).read_namespaced_deployment(release.fullname, release.namespace)
+    pod = deployment.spec.template.spec
+    env: dict[str, str] = {}
+    for var in pod.containers[0].env:
+        if var.value_from is not None:
+            assert var.value_from.field_ref.field_path == "metadata.namespace"
+            env[var.name] = release.namespace
+        else:
+            env[var.name] = var.value or ""
+    # A port of its own on this shared machine (0: pick a free one) instead of the pod's 9090.
+    env["MSO_METRICS_PORT"] = "0"
+    token = kube.token_for(admin, release.namespace, pod.service_account_name)
+    kubeconfig = write_token_kubeconfig(admin, token, workdir / f"{release.name}.kubeconfig")
+    return OperatorProcess(kubeconfig, release.namespace, workdir / f"{release.name}.log", env)
+
+
+def create_ms(admin: client.ApiClient, namespace: str, name: str) -> None:
+    client.CustomObjectsApi(admin).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, managed_secret(name)
+    )
+
+
+def store_exists(admin: client.ApiClient, release: Release, namespace: str, name: str) -> bool:
+    secret = store_secret_name(RecordKey(namespace, name))
+    return kube.status_of(lambda: client.CoreV1Api(admin).read_namespaced_secret(secret, release.namespace)) == 200
+
+
+def delete_all_ms(admin: client.ApiClient, namespace: str) -> None:
+    """Deletes the namespace's ManagedSecrets while an operator runs, and waits until its finalizer is gone."""
+    objects = client.CustomObjectsApi(admin)
+    for item in objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+        objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"])
+    kube.eventually(
+        lambda: not objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],
+        what=f"the ManagedSecrets in {namespace} to be deleted",
+    )
+
+
+def drop_finalizers(admin: client.ApiClient, namespace: str) -> None:
+    """Safety net after a failure: no ManagedSecret may keep a namespace Terminating for ever."""
+    objects = client.CustomObjectsApi(admin)
+    with contextlib.suppress(ApiException):
+        for item in objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+            objects.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"], {"metadata": {"finalizers": []}}
+            )
+
+
+def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    )
+
+
+def other_operators(admin: client.ApiClient, release: Release) -> list[str]:
+    """Bindings of other operator ServiceAccounts (e.g. the session-wide fixture's) that may be running."""
+    bindings = client.RbacAuthorizationV1Api(admin).list_cluster_role_binding().items
+    return [
+        b.metadata.name for b in bindings if CHART_NAME in b.metadata.name and b.metadata.name != release.fullname
+    ]
+
+
+def alone_with(admin: client.ApiClient, namespace: str) -> None:
+    """Waits until no ManagedSecret exists outside ``namespace``, before a cluster-wide operator of ours starts.
+
+    Otherwise it would also reconcile other tests' leftovers (e.g. in namespaces being deleted, where the API
+    server refuses writes with 403) and fight the session-wide operator over their Secrets.
+    """
+    objects = client.CustomObjectsApi(admin)
+
+    def others() -> list[str]:
+        items = objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        return [
+            f"{i['metadata']['namespace']}/{i['metadata']['name']}"
+            for i in items
+            if i["metadata"]["namespace"] != namespace
+        ]
+
+    try:
+        kube.eventually(lambda: not others(), timeout=90, what="other tests' ManagedSecrets to be deleted")
+    except AssertionError:
+        pytest.skip(f"ManagedSecrets of others exist ({others()[:3]}); a second cluster-wide operator would fight")
+
+
+def forbidden_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if FORBIDDEN.search(line)]
+
+
+@contextlib.contextmanager
+def app_namespace(admin: client.ApiClient) -> Iterator[str]:
+    ns = kube.create_namespace(admin, "mso-app")
+    try:
+        yield ns
+    finally:
+        drop_finalizers(admin, ns)
+        kube.delete_namespace(admin, ns)
+
+
+def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
+    admin: client.ApiClient, kubeconfig: str, tmp_path: Path
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(admin)
+    with app_namespace(admin) as app, installed(admin, kubeconfig) as release:
+        # The Deployment's pod was admitted in a namespace that enforces "restricted".
+        kube.eventually(
+            lambda: client.CoreV1Api(admin).list_namespaced_pod(release.namespace).items,
+            what="the chart's operator pod to be created",
+        )
+        operator = operator_for(admin, release, tmp_path)
+        alone_with(admin, app)
+        try:
+            operator.start()
+            create_ms(admin, app, "ok")
+            wait_ready(admin, app, "ok")
+            kube.eventually(lambda: store_exists(admin, release, app, "ok"), what="our operator's store record")
+            assert client.CoreV1Api(admin).read_namespaced_secret("ok", app).data["password"]
+            assert not forbidden_lines(operator.logs()), forbidden_lines(operator.logs())
+            operator.stop()
+
+            # Take 'create' on Secrets away from the installed ClusterRole; a new ManagedSecret cannot be stored.
+            role = rbac.read_cluster_role(release.fullname)
+            rules = admin.sanitize_for_serialization(role.rules)
+            for rule in rules:
+                if rule["resources"] == ["secrets"]:
+                    rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
+            rbac.patch_cluster_role(release.fullname, {"rules": rules})
+            create_ms(admin, app, "denied")
+            offset = len(operator.logs())
+            operator.start()  # resumes both ManagedSecrets as this ServiceAccount
+            denied = kube.eventually(
+                lambda: [
+                    line
+                    for line in operator.logs()[offset:].splitlines()
+                    if f"{app}/denied" in line and "forbidden" in line and "lacks permission on Secrets" in line
+                ],
+                timeout=60,
+                what="the operator to report the missing permission",
+            )
+            assert "Kubernetes API error" not in denied[0]  # the operator's own message, not a bare status
+            assert not store_exists(admin, release, app, "denied")
+            if not other_operators(admin, release):
+                # Nobody else reconciled it, so its Ready condition carries our operator's message too.
+                ready = next(
+                    c for c in get_ms(admin, app, "denied")["status"]["conditions"] if c["type"] == "Ready"
+                )
+                assert ready["status"] == "False" and "lacks permission on Secrets" in ready["message"], ready
+            delete_all_ms(admin, app)
+        finally:
+            operator.stop()
+
+
+def test_namespaced_install_serves_only_its_namespaces(
+    admin: client.ApiClient, kubeconfig: str, tmp_path: Path
+) -> None:
+    with (
+        app_namespace(admin) as app,
+        app_namespace(admin) as other,
+        installed(admin, kubeconfig, "--set", f"watchNamespaces={{{app}}}") as release,
+    ):
+        rbac = client.RbacAuthorizationV1Api(admin)
+        assert rbac.read_namespaced_role(release.fullname, app).rules
+        assert kube.status_of(lambda: rbac.read_namespaced_role(release.fullname, other)) == 404
+        operator = operator_for(admin, release, tmp_path)
+        assert operator.extra_env["MSO_WATCH_NAMESPACES"] == app
+        try:
+            operator.start()
+            create_ms(admin, app, "served")
+            create_ms(admin, other, "not-served")
+            wait_ready(admin, app, "served")
+            kube.eventually(
+                lambda: store_exists(admin, release, app, "served"), what="our operator's store record"
+            )
+            logs = operator.logs()
+            assert f"Starting the watch-stream for managedsecrets.v1alpha1.managedsecrets.io in '{app}'" in logs
+            # Nothing forbidden: the namespaced Roles plus the small ClusterRole are all Kopf needs.
+            assert not forbidden_lines(logs), forbidden_lines(logs)
+            assert other not in logs
+            assert not store_exists(admin, release, other, "not-served")
+            delete_all_ms(admin, app)
+        finally:
+            operator.stop()
+
+
+def test_uninstall_keeps_only_the_documented_objects(
+    admin: client.ApiClient, kubeconfig: str, tmp_path: Path
+) -> None:
+    core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
+    rbac, policy = client.RbacAuthorizationV1Api(admin), client.PolicyV1Api(admin)
+    networking = client.NetworkingV1Api(admin)
+    with app_namespace(admin) as app:
+        options = ("--set", "networkPolicy.enabled=true", "--set", "podDisruptionBudget.enabled=true")
+        with installed(admin, kubeconfig, *options) as release:
+            ns = release.namespace
+            operator = operator_for(admin, release, tmp_path)
+            alone_with(admin, app)
+            try:
+                operator.start()
+                create_ms(admin, app, "kept")
+                wait_ready(admin, app, "kept")
+                kube.eventually(lambda: store_exists(admin, release, app, "kept"), what="our store record")
+                delete_all_ms(admin, app)  # the store outlives it for the recovery window
+            finally:
+                operator.stop()
+            assert networking.list_namespaced_network_policy(ns).items
+            assert policy.list_namespaced_pod_disruption_budget(ns).items
+
+            helm("uninstall", release.name, "-n", ns, f"--kubeconfig={kubeconfig}")
+
+            # Kept on purpose: the keyring and the version stores, in the release namespace.
+            secrets = {s.metadata.name: s.type for s in core.list_namespaced_secret(ns).items}
+            assert secrets.pop(KEYRING_SECRET) == "managedsecrets.io/keyring"
+            assert store_secret_name(RecordKey(app, "kept")) in secrets
+            assert set(secrets.values()) == {STORE_SECRET_TYPE}, secrets
+            # Kept by Helm's crds/ convention.
+            client.ApiextensionsV1Api(admin).read_custom_resource_definition("managedsecrets.managedsecrets.io")
+            # Everything else is gone (the pod and its ReplicaSet through the garbage collector).
+            kube.eventually(
+                lambda: not apps.list_namespaced_replica_set(ns).items and not core.list_namespaced_pod(ns).items,
+                what="the ReplicaSet and pod to be garbage-collected",
+            )
+            assert not apps.list_namespaced_deployment(ns).items
+            assert not core.list_namespaced_service(ns).items
+            assert [sa.metadata.name for sa in core.list_namespaced_service_account(ns).items] in ([], ["default"])
+            assert not rbac.list_namespaced_role(ns).items and not rbac.list_namespaced_role_binding(ns).items
+            assert not networking.list_namespaced_network_policy(ns).items
+            assert not policy.list_namespaced_pod_disruption_budget(ns).items
+            assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items] in (
+                [],
+                ["kube-root-ca.crt"],
+            )
+            assert kube.status_of(lambda: rbac.read_cluster_role(release.fullname)) == 404
+            assert kube.status_of(lambda: rbac.read_cluster_role_binding(release.fullname)) == 404
