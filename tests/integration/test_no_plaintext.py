@@ -106,3 +106,83 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
         for canary in canaries:
             for form in forms(canary):
                 assert form not in text, f"canary found in {where}"
+
+
+def test_canary_never_leaks_through_rotations(
+    admin: client.ApiClient,
+    namespace: str,
+    operator: OperatorEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Values made by a rotation webhook, through a failing and a succeeding rotation."""
+    from support.https_endpoint import LOCALHOST, Call, Reply, make_authority, make_server_cert, serve, value_reply
+
+    authority = make_authority("canary CA")
+    cert = make_server_cert(authority, tmp_path_factory.mktemp("canary"), names=LOCALHOST)
+    canaries: list[str] = []
+    fail_set = {"on": False}
+
+    def responder(call: Call) -> Reply:
+        if call.document["step"] == "create":
+            canaries.append(f"CANARY{uuid.uuid4().hex}")
+            return value_reply({"key": canaries[-1].encode()})
+        if call.document["step"] == "set" and fail_set["on"]:
+            return Reply(status=500, body=json.dumps(call.document).encode())  # a webhook that echoes secrets
+        return Reply()
+
+    custom = client.CustomObjectsApi(admin)
+    for endpoint in serve(cert):
+        endpoint.responder = responder
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ManagedSecret",
+            "metadata": {"name": "hooked"},
+            "spec": {"type": "External", "external": {"url": endpoint.url, "caBundle": authority.pem}},
+        }
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        wait_ready(admin, namespace, "hooked")
+        fail_set["on"] = True
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "hooked",
+            {"metadata": {"annotations": {"managedsecrets.io/rotate": "a"}}},
+        )
+        kube.eventually(
+            lambda: (
+                custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "hooked")["status"]
+                .get("rotation", {})
+                .get("attempts", 0)
+                >= 2
+            ),
+            what="failed attempts",
+        )
+        fail_set["on"] = False
+        kube.eventually(
+            lambda: (
+                custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "hooked")["status"][
+                    "currentVersion"
+                ]
+                == "v2"
+            ),
+            what="v2",
+        )
+    core = client.CoreV1Api(admin)
+    cr = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "hooked")
+    projected = core.read_namespaced_secret("hooked", namespace)
+    assert base64.b64decode(projected.data["key"]).decode() == canaries[-1]
+    places = {
+        "operator logs (DEBUG)": operator.process.logs(),
+        "Events": json.dumps(
+            [admin.sanitize_for_serialization(e) for e in core.list_namespaced_event(namespace).items]
+        ),
+        "ManagedSecret": json.dumps(cr),
+        "projected Secret metadata": json.dumps(admin.sanitize_for_serialization(projected.metadata)),
+    }
+    assert len(canaries) == 2
+    for where, text in places.items():
+        for canary in canaries:
+            for form in forms(canary):
+                assert form not in text, f"canary found in {where}"
