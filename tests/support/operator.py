@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +94,14 @@ class OperatorProcess:
         self.log_path = log_path
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.liveness_port = 0
+
+    @property
+    def metrics_port(self) -> int:
+        """The port the running process serves /metrics on (it picks a free one and logs it)."""
+        found = re.findall(r"metrics served on port (\d+)", self.logs())
+        assert found, "the operator did not log its metrics port"
+        return int(found[-1])
 
     def start(self) -> None:
         env = {
@@ -100,12 +110,23 @@ class OperatorProcess:
             "MSO_NAMESPACE": self.namespace,
             "MSO_PURGE_INTERVAL_SECONDS": "2",
             "MSO_ROTATION_BACKOFF_SECONDS": "1",
+            "MSO_METRICS_PORT": "0",
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)
         log = self.log_path.open("ab")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.liveness_port = int(s.getsockname()[1])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "managed_secrets.operator.main", "--log-level=DEBUG", "--log-format=plain"],
+            [
+                sys.executable,
+                "-m",
+                "managed_secrets.operator.main",
+                "--log-level=DEBUG",
+                "--log-format=plain",
+                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

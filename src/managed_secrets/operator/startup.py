@@ -10,6 +10,7 @@ import kopf
 from kubernetes import client, config
 
 from managed_secrets.domain.clock import SystemClock
+from managed_secrets.metrics import OperatorMetrics, start_metrics_server
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
 from managed_secrets.service import EventRecorder, ManagedSecretService
@@ -60,9 +61,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret)
     store = KubernetesStore(api, cfg.namespace)
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
+    metrics = OperatorMetrics()
     service = ManagedSecretService(
-        api, vault, EventRecorder(api), backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds)
+        api, vault, EventRecorder(api), backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds), metrics=metrics
     )
+    server = start_metrics_server(metrics, cfg.metrics_port)
+    memo["metrics_server"] = server
+    log.info("metrics served on port %d at /metrics", server.port)
     service.scheduler.start()
     memo["config"] = cfg
     memo["service"] = service
@@ -80,3 +85,6 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     service = memo.get("service")
     if service is not None:
         service.scheduler.stop()
+    server = memo.get("metrics_server")
+    if server is not None:
+        server.close()

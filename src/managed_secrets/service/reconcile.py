@@ -28,7 +28,8 @@ from managed_secrets.domain import (
     put_value,
 )
 from managed_secrets.domain.schedule import RotationSchedule, next_rotation_time, rotation_due
-from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress
+from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress, StoreError
+from managed_secrets.metrics import OperatorMetrics, RotationResult
 from managed_secrets.projection import (
     ApplyAction,
     Owner,
@@ -97,7 +98,9 @@ class ManagedSecretService:
         events: EventRecorder,
         *,
         backoff: Backoff | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or OperatorMetrics(runtime_collectors=False)
         self.api = api
         self.vault = vault
         self.events = events
@@ -126,6 +129,7 @@ class ManagedSecretService:
 
     def forget(self, namespace: str, name: str) -> None:
         self.scheduler.schedule(namespace, name, None)
+        self.metrics.forget(namespace, name)
 
     def reconcile_by_name(self, namespace: str, name: str) -> Outcome | None:
         """Reconciles the ManagedSecret read fresh from the API (for Secret events)."""
@@ -191,6 +195,10 @@ class ManagedSecretService:
             if record is not None and record.current is not None:
                 self._project(body, spec, record, outcome)
         except (ManagedSecretsError, ApiException) as e:
+            if isinstance(e, StoreError):
+                self.metrics.count_store_error("reconcile", e)
+            elif isinstance(e, ApiException):
+                self.metrics.count_api_error("reconcile", e)
             self._fail(body, outcome, e)
             self._write_status(body, spec, outcome)
             self._schedule(key, outcome)
@@ -204,6 +212,8 @@ class ManagedSecretService:
         return outcome
 
     def _schedule(self, key: RecordKey, outcome: Outcome) -> None:
+        self.metrics.set_next_rotation(key.namespace, key.name, outcome.next_rotation)
+        self.metrics.observe_conditions(key.namespace, key.name, {c.type: c.status for c in outcome.conditions})
         times = [t for t in (outcome.next_rotation, outcome.wake_at) if t is not None]
         self.scheduler.schedule(key.namespace, key.name, min(times) if times else None)
 
@@ -272,10 +282,12 @@ class ManagedSecretService:
                 try:
                     record = self.engine.begin(key, strategy, config, started, read_secret)
                 except RotationInProgress as e:
+                    self.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
                     self._mark_request(key, started)
                     self.events.warning(body, "RotationInProgress", str(e))
                     return record
                 except (ManagedSecretsError, ApiException) as e:
+                    self.metrics.record_rotation(strategy.name, RotationResult.FAILED)
                     attempts = (failure[0] if failure else 0) + 1
                     retry = now + self.engine.backoff.delay(attempts)
                     self._create_failures[key] = (attempts, retry)
@@ -294,6 +306,7 @@ class ManagedSecretService:
         elif request and request != handled:
             pending = record.pending
             if pending is not None and pending.request_id != request:
+                self.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
                 self._mark_request(key, request)
                 self.events.warning(
                     body,
@@ -310,6 +323,7 @@ class ManagedSecretService:
                 try:
                     record, finished = self.engine.advance(key, strategy, config, read_secret, spec.version_limit)
                 except (ManagedSecretsError, ApiException) as e:
+                    self.metrics.record_rotation(strategy.name, RotationResult.FAILED)
                     loaded = self.vault.load(key)
                     record = loaded.record if loaded else record
                     failed = record.rotation
@@ -319,6 +333,8 @@ class ManagedSecretService:
                     self._warn_once(body, _reason(e), message)
                     return record
                 if finished and record.current is not None:
+                    took = (self.vault.clock.now() - progress.started).total_seconds()
+                    self.metrics.record_rotation(strategy.name, RotationResult.SUCCEEDED, max(0.0, took))
                     outcome.rotated = record.current.id
                     self.events.normal(
                         body,
@@ -531,14 +547,15 @@ class ManagedSecretService:
         owner = Owner(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"], meta["uid"])
         status = body.get("status") or {}
         old_name = str(status.get("projectedSecret") or "")
-        action = apply_projection(
-            self.api,
-            desired,
-            spec.target,
-            owner,
-            self.vault.hash_key,
-            previously_projected=old_name == desired.name,
-        )
+        with self.metrics.time_projection():
+            action = apply_projection(
+                self.api,
+                desired,
+                spec.target,
+                owner,
+                self.vault.hash_key,
+                previously_projected=old_name == desired.name,
+            )
         outcome.projection = action
         moved = bool(old_name) and old_name != desired.name and spec.target.creation_policy == "Owner"
         if moved and delete_projection(self.api, meta["namespace"], old_name, owner):
