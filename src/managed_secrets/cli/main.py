@@ -5,6 +5,7 @@
     kubectl msecret label NAME LABEL --to V
                                            move (or add) a stage label, e.g. a custom label on a Generic secret
     kubectl msecret restore NAME           restore the versions of a deleted ManagedSecret of that name
+    kubectl msecret rotate-kek             new primary key-encryption key; every version is re-wrapped
     kubectl msecret versions NAME          list versions and their stage labels
     kubectl msecret status [NAME]          conditions, current/next rotation (all ManagedSecrets if no NAME)
 
@@ -90,6 +91,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_kek(args: argparse.Namespace) -> int:
+    config.load_kube_config(config_file=args.kubeconfig, context=args.context)  # type: ignore[no-untyped-call]
+    request = f"cli-{uuid.uuid4().hex[:12]}"
+    client.CoreV1Api().patch_namespaced_secret(
+        args.keyring_secret,
+        args.operator_namespace,
+        {"metadata": {"annotations": {"managedsecrets.io/rotate-kek": request}}},
+    )
+    print(f"key-encryption key rotation requested (request id {request})")
+    return 0
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
     api, ns = _api(args)
     status = _get(api, ns, args.name).get("status") or {}
@@ -166,6 +179,10 @@ def parser() -> argparse.ArgumentParser:
     res = subcommand("restore", help="restore a deleted ManagedSecret's versions")
     res.add_argument("name")
     res.set_defaults(run=cmd_restore)
+    k = subcommand("rotate-kek", help="add a new primary key-encryption key and re-wrap every version")
+    k.add_argument("--operator-namespace", default="managed-secrets")
+    k.add_argument("--keyring-secret", default="managed-secrets-keyring")
+    k.set_defaults(run=cmd_rotate_kek)
     v = subcommand("versions", help="list versions and stage labels")
     v.add_argument("name")
     v.set_defaults(run=cmd_versions)

@@ -14,6 +14,7 @@ import kopf
 
 from managed_secrets.projection.render import MANAGED_LABEL, OWNER_ANNOTATION
 from managed_secrets.service import ManagedSecretService, safe_message
+from managed_secrets.service.keys import KeyManager
 from managed_secrets.service.spec import API_GROUP, API_VERSION, PLURAL
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ def secret_changed(
             owners.add((owner_ns, owner_name))
     for ms_name in value_sources.get((namespace, name), []):
         owners.add((namespace, ms_name))
+    cfg = memo.get("config")
+    keys = memo.get("keys")
+    if keys is not None and cfg is not None and namespace == cfg.namespace and name == cfg.keyring_secret:
+        try:
+            keys.handle_request(dict(metadata.get("annotations") or {}))
+        except Exception as e:
+            log.warning("key-encryption key rotation failed: %s", safe_message(e))
     service = _service(memo)
     for owner_ns, owner_name in sorted(owners):
         try:
@@ -90,15 +98,22 @@ def secret_changed(
             )
 
 
-def start_purger(service: ManagedSecretService, interval: float, stop: threading.Event) -> threading.Thread:
-    """A background sweep that purges stored records whose recovery window is over (reads only when idle)."""
+def start_purger(
+    service: ManagedSecretService, interval: float, stop: threading.Event, keys: KeyManager | None = None
+) -> threading.Thread:
+    """A background sweep: purges records past their recovery window and finishes KEK re-wrapping.
+
+    When nothing is due it only reads.
+    """
 
     def loop() -> None:
         while True:
             try:
                 service.purge_expired()
+                if keys is not None:
+                    keys.rewrap_all()
             except Exception as e:
-                log.warning("purge sweep failed: %s", safe_message(e))
+                log.warning("background sweep failed: %s", safe_message(e))
             if stop.wait(interval):
                 return
 

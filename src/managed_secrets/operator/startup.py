@@ -14,9 +14,10 @@ from managed_secrets.metrics import OperatorMetrics, start_metrics_server
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
 from managed_secrets.service import EventRecorder, ManagedSecretService
+from managed_secrets.service.keys import KeyManager
 from managed_secrets.service.rotation import Backoff
 from managed_secrets.store import SecretVault
-from managed_secrets.store.keyring_secret import load_keyring_file, load_or_create_keyring
+from managed_secrets.store.keyring_secret import KeyringSecret, load_keyring_file, load_or_create_keyring
 from managed_secrets.store.kubernetes import KubernetesStore
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     service.scheduler.start()
     memo["config"] = cfg
     memo["service"] = service
+    keys = None
+    if cfg.keyring_file is None:
+        keys = KeyManager(vault, keyring, KeyringSecret(api, cfg.namespace, cfg.keyring_secret))
+    memo["keys"] = keys
     stop = threading.Event()
     memo["stop"] = stop
-    start_purger(service, cfg.purge_interval_seconds, stop)
+    start_purger(service, cfg.purge_interval_seconds, stop, keys)
     log.info("managed-secrets-operator started; store and keyring in namespace %s", cfg.namespace)
 
 
