@@ -5,7 +5,9 @@
 #   docker build -t managed-secrets-operator:0.1.0 .
 #
 # Runs as the unprivileged user 65532 with a read-only root filesystem: byte code is compiled at build time and
-# nothing is written at run time except /tmp (an emptyDir in the chart).
+# nothing is written at run time except /tmp (an emptyDir in the chart). Kopf asks for the user name at start
+# (getpass.getuser, for its peering identity), so the user has a passwd entry, and USER is set for any other
+# UID a platform may impose (e.g. OpenShift's random UIDs).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -23,12 +25,15 @@ FROM ${PYTHON_IMAGE}
 RUN if python -m pip --version >/dev/null 2>&1; then \
         python -m pip uninstall --yes --root-user-action=ignore pip setuptools wheel; \
     fi \
-    && rm -rf /root/.cache
+    && rm -rf /root/.cache \
+    && groupadd --system --gid 65532 nonroot \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin nonroot
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    USER=nonroot
 LABEL org.opencontainers.image.title="managed-secrets-operator" \
       org.opencontainers.image.description="In-cluster secrets manager: versioned, envelope-encrypted, rotated, projected into Secrets" \
       org.opencontainers.image.licenses="Apache-2.0"
