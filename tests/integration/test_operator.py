@@ -321,3 +321,39 @@ def test_recovery_window_expiry_purges_the_store(
         lambda: kube.status_of(lambda: core.read_namespaced_secret(store_name, operator.namespace)) == 404,
         what="the purge sweep",
     )
+
+
+def test_orphan_policy_and_target_rename(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    core = client.CoreV1Api(admin)
+    create(admin, namespace, managed_secret("orph", target={"creationPolicy": "Orphan", "name": "orph-a"}))
+    wait_ready(admin, namespace, "orph")
+    assert core.read_namespaced_secret("orph-a", namespace).metadata.owner_references is None
+    # Renaming the target moves the projection; an Orphan Secret is left where it was.
+    objects(admin).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "orph", {"spec": {"target": {"name": "orph-b"}}}
+    )
+    kube.eventually(
+        lambda: kube.status_of(lambda: core.read_namespaced_secret("orph-b", namespace)) == 200, what="b"
+    )
+    assert secret_data(admin, namespace, "orph-b") == secret_data(admin, namespace, "orph-a")
+    objects(admin).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orph")
+    kube.eventually(lambda: kube.status_of(lambda: get_ms(admin, namespace, "orph")) == 404, what="deletion")
+    assert kube.status_of(lambda: core.read_namespaced_secret("orph-b", namespace)) == 200, (
+        "Orphan keeps the Secret"
+    )
+
+    create(admin, namespace, managed_secret("owned", target={"name": "owned-a"}))
+    wait_ready(admin, namespace, "owned")
+    objects(admin).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "owned", {"spec": {"target": {"name": "owned-b"}}}
+    )
+    kube.eventually(
+        lambda: (
+            kube.status_of(lambda: core.read_namespaced_secret("owned-a", namespace)) == 404
+            and kube.status_of(lambda: core.read_namespaced_secret("owned-b", namespace)) == 200
+        ),
+        what="the projection to move from owned-a to owned-b",
+    )
+    assert get_ms(admin, namespace, "owned")["status"]["projectedSecret"] == "owned-b"
