@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from kubernetes import client
@@ -16,6 +17,7 @@ from support.operator import (
     VERSION,
     OperatorEnvironment,
     annotate,
+    condition,
     get_ms,
     managed_secret,
     open_store,
@@ -70,3 +72,38 @@ def test_kek_rotation_rewraps_everything_and_retires_the_old_key(
     kube.eventually(lambda: get_ms(admin, namespace, "k-one")["status"]["currentVersion"] == "v2", what="v2")
     record = open_store(admin, operator.namespace).load(RecordKey(namespace, "k-one")).record
     assert key_id_of(record.current.sealed) == after.primary_key_id()
+
+
+def test_encryption_key_pins_a_secret_and_unknown_keys_are_reported(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    custom = client.CustomObjectsApi(admin)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, managed_secret("unknown-key", encryptionKey="k999")
+    )
+    failed = kube.eventually(
+        lambda: (
+            (o := get_ms(admin, namespace, "unknown-key")) and condition(o, "Ready").get("status") == "False" and o
+        ),
+        what="Ready=False for an unknown key",
+    )
+    assert "'k999'" in condition(failed, "Ready")["message"]
+
+    pinned_key = keyring(admin, operator).primary_key_id()
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, managed_secret("pinned", encryptionKey=pinned_key)
+    )
+    wait_ready(admin, namespace, "pinned")
+    client.CoreV1Api(admin).patch_namespaced_secret(
+        "managed-secrets-keyring",
+        operator.namespace,
+        {"metadata": {"annotations": {"managedsecrets.io/rotate-kek": "kek-pin"}}},
+    )
+    kube.eventually(lambda: keyring(admin, operator).primary_key_id() != pinned_key, what="a new primary")
+    annotate(admin, namespace, "pinned", {"managedsecrets.io/rotate": "r1"})
+    kube.eventually(lambda: get_ms(admin, namespace, "pinned")["status"]["currentVersion"] == "v2", what="v2")
+    time.sleep(3)  # a background sweep has run
+    ring = keyring(admin, operator)
+    assert pinned_key in ring.key_ids(), "a pinned key is never retired"
+    record = open_store(admin, operator.namespace).load(RecordKey(namespace, "pinned")).record
+    assert {key_id_of(v.sealed) for v in record.versions} == {pinned_key}

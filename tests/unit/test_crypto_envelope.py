@@ -270,7 +270,7 @@ class UnreachableKms(KeyProvider):
     def key_ids(self) -> frozenset[str]:
         return frozenset({"transit-1"})
 
-    def wrap_data_key(self, data_key: bytes, aad: bytes) -> WrappedKey:
+    def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
         raise KeyringError("key provider unreachable")
 
     def unwrap_data_key(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
@@ -294,10 +294,10 @@ class XorProvider(KeyProvider):
     def key_ids(self) -> frozenset[str]:
         return frozenset({self.primary})
 
-    def wrap_data_key(self, data_key: bytes, aad: bytes) -> WrappedKey:
+    def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
         self.seen_aad.append(aad)
-        key_id = self.primary + ("-newer" if self.drift else "")
-        return WrappedKey(key_id, bytes(b ^ 0x5A for b in data_key) + aad)
+        wrapped_under = self.primary + ("-newer" if self.drift else "")
+        return WrappedKey(wrapped_under, bytes(b ^ 0x5A for b in data_key) + aad)
 
     def unwrap_data_key(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         if key_id != self.primary:

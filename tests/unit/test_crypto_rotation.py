@@ -149,3 +149,19 @@ def test_keys_in_use_over_mixed_blobs() -> None:
     assert keys_in_use([]) == frozenset()
     with pytest.raises(IntegrityError, match="bad magic"):
         keys_in_use([old, b"not a sealed value at all"])
+
+
+def test_a_pinned_key_is_used_instead_of_the_primary_and_unknown_ones_are_refused() -> None:
+    from managed_secrets.crypto import LocalKeyring, key_id_of, open_sealed, rewrap, seal
+    from managed_secrets.errors import KeyringError
+
+    ring = LocalKeyring.generate()
+    ring.add_key(make_primary=True)  # k2 primary
+    blob = seal(b"v", secret_id="ns/a", version_id="v1", provider=ring, key_id="k1")
+    assert key_id_of(blob) == "k1"
+    assert open_sealed(blob, secret_id="ns/a", version_id="v1", provider=ring) == b"v"
+    assert rewrap(blob, secret_id="ns/a", version_id="v1", provider=ring, key_id="k1") is blob
+    moved = rewrap(blob, secret_id="ns/a", version_id="v1", provider=ring)
+    assert key_id_of(moved) == "k2"
+    with pytest.raises(KeyringError, match="no key-encryption key 'k9'"):
+        seal(b"v", secret_id="ns/a", version_id="v2", provider=ring, key_id="k9")

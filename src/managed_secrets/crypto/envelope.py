@@ -68,13 +68,18 @@ class _Sealed:
         return f"_Sealed(key_id={self.key_id!r}, <{len(self.ciphertext)} ciphertext bytes>)"
 
 
-def seal(plaintext: bytes, *, secret_id: str, version_id: str, provider: KeyProvider) -> bytes:
-    """Encrypt one version's value under a new data key wrapped by the provider's primary KEK."""
+def seal(
+    plaintext: bytes, *, secret_id: str, version_id: str, provider: KeyProvider, key_id: str | None = None
+) -> bytes:
+    """Encrypt one version's value under a new data key wrapped by the KEK `key_id` (default the primary).
+
+    An unknown `key_id` raises `KeyringError` naming it.
+    """
     _check_ids(secret_id, version_id)
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(_NONCE_BYTES)
     ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, _data_aad(secret_id, version_id))
-    wrapped = _wrap(data_key, secret_id=secret_id, version_id=version_id, provider=provider)
+    wrapped = _wrap(data_key, secret_id=secret_id, version_id=version_id, provider=provider, key_id=key_id)
     return _encode(_Sealed(wrapped.key_id, wrapped.blob, nonce, ciphertext))
 
 
@@ -89,20 +94,22 @@ def open_sealed(blob: bytes, *, secret_id: str, version_id: str, provider: KeyPr
     return _decrypt(data_key, sealed, secret_id, version_id)
 
 
-def rewrap(blob: bytes, *, secret_id: str, version_id: str, provider: KeyProvider) -> bytes:
-    """Move a sealed value to the provider's current primary KEK, for KEK rotation.
+def rewrap(
+    blob: bytes, *, secret_id: str, version_id: str, provider: KeyProvider, key_id: str | None = None
+) -> bytes:
+    """Move a sealed value to the KEK `key_id` (default the provider's current primary), for KEK rotation.
 
     Only the header and the wrapped data key change; the data nonce and ciphertext are kept as they are.
-    Returns `blob` itself when it already uses the primary KEK. The value is authenticated before it is
+    Returns `blob` itself when it already uses that KEK. The value is authenticated before it is
     re-wrapped, so a damaged record fails here (`IntegrityError`) instead of being carried to the new KEK.
     """
     _check_ids(secret_id, version_id)
     sealed = _decode(blob, secret_id, version_id)
-    if sealed.key_id == provider.primary_key_id():
+    if sealed.key_id == (key_id or provider.primary_key_id()):
         return blob
     data_key = _unwrap(sealed, secret_id=secret_id, version_id=version_id, provider=provider)
     _decrypt(data_key, sealed, secret_id, version_id)
-    wrapped = _wrap(data_key, secret_id=secret_id, version_id=version_id, provider=provider)
+    wrapped = _wrap(data_key, secret_id=secret_id, version_id=version_id, provider=provider, key_id=key_id)
     return _encode(_Sealed(wrapped.key_id, wrapped.blob, sealed.nonce, sealed.ciphertext))
 
 
@@ -152,12 +159,20 @@ def _wrap_aad(key_id: str, secret_id: str, version_id: str) -> bytes:
     return _fields(b"wrap", key_id, secret_id, version_id)
 
 
-def _wrap(data_key: bytes, *, secret_id: str, version_id: str, provider: KeyProvider) -> WrappedKey:
+def _wrap(
+    data_key: bytes, *, secret_id: str, version_id: str, provider: KeyProvider, key_id: str | None = None
+) -> WrappedKey:
+    pinned = key_id
     for _ in range(_WRAP_ATTEMPTS):
-        key_id = provider.primary_key_id()
+        key_id = pinned or provider.primary_key_id()
         if not _is_key_id(key_id.encode("utf-8")):
             raise KeyringError(f"key provider returned an unusable key id {key_id!r}")
-        wrapped = provider.wrap_data_key(data_key, _wrap_aad(key_id, secret_id, version_id))
+        try:
+            wrapped = provider.wrap_data_key(data_key, _wrap_aad(key_id, secret_id, version_id), key_id)
+        except KeyNotFound:
+            raise KeyringError(
+                f"secret {secret_id} version {version_id}: the keyring has no key-encryption key {key_id!r}"
+            ) from None
         if not 0 < len(wrapped.blob) <= _MAX_WRAPPED_BYTES:
             raise KeyringError(
                 f"key provider returned a wrapped key of {len(wrapped.blob)} bytes under {key_id!r}"

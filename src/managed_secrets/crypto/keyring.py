@@ -118,11 +118,13 @@ class LocalKeyring(KeyProvider):
         with self._lock:
             return frozenset(self._keys)
 
-    def wrap_data_key(self, data_key: bytes, aad: bytes) -> WrappedKey:
-        """AES-256-GCM-encrypt `data_key` under the primary key with a random nonce, binding `aad`."""
+    def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
+        """AES-256-GCM-encrypt `data_key` under `key_id` (default the primary) with a random nonce, binding `aad`."""
         with self._lock:
-            key_id = self._primary
-            cipher = self._ciphers[key_id]
+            key_id = self._primary if key_id is None else key_id
+            cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise KeyNotFound(key_id)
         nonce = os.urandom(_NONCE_BYTES)
         return WrappedKey(key_id=key_id, blob=nonce + cipher.encrypt(nonce, data_key, aad))
 

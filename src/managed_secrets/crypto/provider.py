@@ -67,8 +67,11 @@ class KeyProvider(abc.ABC):
         """
 
     @abc.abstractmethod
-    def wrap_data_key(self, data_key: bytes, aad: bytes) -> WrappedKey:
-        """Encrypt `data_key` under the primary key, authenticating `aad` with it."""
+    def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
+        """Encrypt `data_key` under `key_id` (default: the primary key), authenticating `aad` with it.
+
+        Raises `KeyNotFound` for a `key_id` the provider does not hold (a secret pinned to a retired key).
+        """
 
     @abc.abstractmethod
     def unwrap_data_key(self, key_id: str, blob: bytes, aad: bytes) -> bytes:

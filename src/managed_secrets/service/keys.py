@@ -82,7 +82,8 @@ class KeyManager:
                     continue
                 record = loaded.record
                 keys = _keys_of(record)
-                if keys - {primary}:
+                target = self._target_key(record)
+                if keys - {target}:
                     updated = self.vault.update(stored.key, self._rewrapped)
                     writes += 1
                     keys = _keys_of(updated) if updated is not None else set()
@@ -92,15 +93,28 @@ class KeyManager:
                 unsure = True
                 continue
             in_use |= keys
+            if record.metadata.encryption_key:
+                in_use.add(record.metadata.encryption_key)  # pinned keys are never retired
         if not unsure:
             self._retire(in_use)
         return writes
 
+    def _target_key(self, record: SecretRecord) -> str:
+        """A secret pinned by ``spec.encryptionKey`` stays on that key while the keyring has it."""
+        pinned = record.metadata.encryption_key
+        return pinned if pinned and pinned in self.keyring.key_ids() else self.keyring.primary_key_id()
+
     def _rewrapped(self, record: SecretRecord | None) -> SecretRecord | None:
         if record is None:
             return None
+        target = self._target_key(record)
         versions = tuple(
-            replace(v, sealed=rewrap(v.sealed, secret_id=record.secret_id, version_id=v.id, provider=self.keyring))
+            replace(
+                v,
+                sealed=rewrap(
+                    v.sealed, secret_id=record.secret_id, version_id=v.id, provider=self.keyring, key_id=target
+                ),
+            )
             for v in record.versions
         )
         return replace(record, versions=versions)

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
@@ -28,7 +28,13 @@ from managed_secrets.domain import (
     put_value,
 )
 from managed_secrets.domain.schedule import RotationSchedule, next_rotation_time, rotation_due
-from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress, StoreError
+from managed_secrets.errors import (
+    InvalidRequest,
+    KeyringError,
+    ManagedSecretsError,
+    RotationInProgress,
+    StoreError,
+)
 from managed_secrets.metrics import OperatorMetrics, RotationResult
 from managed_secrets.projection import (
     ApplyAction,
@@ -280,7 +286,9 @@ class ManagedSecretService:
                 started = None
             if started:
                 try:
-                    record = self.engine.begin(key, strategy, config, started, read_secret)
+                    record = self.engine.begin(
+                        key, strategy, config, started, read_secret, key_id=spec.encryption_key
+                    )
                 except RotationInProgress as e:
                     self.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
                     self._mark_request(key, started)
@@ -433,6 +441,12 @@ class ManagedSecretService:
             loaded = self.vault.load(key)
 
         record = loaded.record if loaded else None
+        if record is not None and record.metadata.encryption_key != spec.encryption_key:
+            # Remember the pinned key on the record: KEK rotation re-wraps a pinned secret to that key only.
+            pinned = spec.encryption_key
+            record = self.vault.update(
+                key, lambda r: replace(r, metadata=replace(r.metadata, encryption_key=pinned)) if r else r
+            )
         value = self._source_value(body, spec, record)
         if value is not None:
             record = self._store_value(body, key, spec, value, outcome)
@@ -512,7 +526,7 @@ class ManagedSecretService:
         def change(record: SecretRecord | None) -> SecretRecord:
             base = record or new_secret(_metadata(body, spec, self.vault.clock.now()))
             version_id = self.vault.next_version_id(base)
-            sealed = self.vault.seal(base.secret_id, version_id, value)
+            sealed = self.vault.seal(base.secret_id, version_id, value, spec.encryption_key)
             updated, version = put_value(base, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now())
             created[:] = [version.id] if updated is not base or record is None else []
             return updated
@@ -708,8 +722,6 @@ def _metadata(body: Mapping[str, Any], spec: ManagedSecretSpec, now: dt.datetime
 
 
 def _with_uid(record: SecretRecord, uid: str) -> SecretRecord:
-    from dataclasses import replace
-
     return replace(record, metadata=replace(record.metadata, uid=uid))
 
 

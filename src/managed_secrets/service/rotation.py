@@ -91,6 +91,8 @@ class RotationEngine:
         config: Mapping[str, Any],
         request_id: str,
         read_secret: Any,
+        *,
+        key_id: str | None = None,
     ) -> SecretRecord:
         """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending."""
         loaded = self.vault.load(key)
@@ -113,7 +115,7 @@ class RotationEngine:
         def change(r: SecretRecord | None) -> SecretRecord:
             assert r is not None
             version_id = self.vault.next_version_id(r)
-            sealed = self.vault.seal(r.secret_id, version_id, value)
+            sealed = self.vault.seal(r.secret_id, version_id, value, key_id)
             updated, _ = begin_rotation(
                 r, request_id=request_id, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now()
             )

@@ -61,8 +61,11 @@ class SecretVault:
     def hash_key(self) -> bytes:
         return self._hash_key
 
-    def seal(self, secret_id: str, version_id: str, value: SecretValue) -> bytes:
-        return seal(value.to_bytes(), secret_id=secret_id, version_id=version_id, provider=self.provider)
+    def seal(self, secret_id: str, version_id: str, value: SecretValue, key_id: str | None = None) -> bytes:
+        """Seals under the KEK ``key_id`` (a secret's ``encryptionKey``) or, by default, the primary KEK."""
+        return seal(
+            value.to_bytes(), secret_id=secret_id, version_id=version_id, provider=self.provider, key_id=key_id
+        )
 
     def open(self, record: SecretRecord, version: Version) -> SecretValue:
         """The plaintext of ``version``. ``IntegrityError`` (for that version only) if it was tampered with."""
