@@ -119,7 +119,7 @@ class LocalKeyring(KeyProvider):
             return frozenset(self._keys)
 
     def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
-        """AES-256-GCM-encrypt `data_key` under `key_id` (default the primary) with a random nonce, binding `aad`."""
+        """AES-256-GCM-encrypt `data_key` under `key_id` (default: the primary), random nonce, binding `aad`."""
         with self._lock:
             key_id = self._primary if key_id is None else key_id
             cipher = self._ciphers.get(key_id)

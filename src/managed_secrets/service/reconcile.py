@@ -208,9 +208,15 @@ class ManagedSecretService:
             self._fail(body, outcome, e)
             self._write_status(body, spec, outcome)
             self._schedule(key, outcome)
-            if isinstance(
-                e, (ProjectionConflict, SourceUnavailable, InvalidRequest, RenderError, RotationStepFailed)
-            ):
+            waits = (
+                ProjectionConflict,
+                SourceUnavailable,
+                InvalidRequest,
+                RenderError,
+                RotationStepFailed,
+                KeyringError,
+            )
+            if isinstance(e, waits):
                 return outcome  # waits for a change (the Secret watch or a spec edit brings it back)
             raise
         self._write_status(body, spec, outcome)
