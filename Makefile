@@ -34,7 +34,7 @@ integration: install  ## tests against a real control plane (started if KUBECONF
 	$(BIN)/pytest tests/integration -q
 
 test: lint typecheck  ## everything: lint, types, unit and integration tests (the README's test command)
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests/unit tests/integration -q
 
 demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
 	bash hack/demo.sh

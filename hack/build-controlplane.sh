@@ -53,11 +53,19 @@ if [ ! -x "$bin/etcd" ]; then
   log "built etcd in $((SECONDS - start))s"
 fi
 
-if [ ! -x "$bin/helm" ]; then
+# helm reports the Kubernetes version of its own client-go to `helm template` (as its Makefile stamps it);
+# without the stamp it would claim v1.20 and charts with a kubeVersion constraint fail to render.
+if [ ! -x "$bin/helm" ] || [ ! -f "$bin/.helm-kube-version" ]; then
   log "building helm v$HELM_VERSION"
   start=$SECONDS
-  GOBIN="$bin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
-  log "built helm in $((SECONDS - start))s"
+  gomod=$(go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  client_minor=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$gomod" | head -n 1)
+  GOBIN="$bin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$client_minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$client_minor" \
+    "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  echo "1.$client_minor" >"$bin/.helm-kube-version"
+  log "built helm in $((SECONDS - start))s (reports Kubernetes 1.$client_minor to helm template)"
 fi
 
 echo "$bin"

@@ -13,6 +13,7 @@ class OperatorConfig:
     namespace: str
     keyring_secret: str = "managed-secrets-keyring"
     keyring_file: Path | None = None
+    keyring_create: bool = True
     watch_namespaces: tuple[str, ...] = ()
     purge_interval_seconds: float = 3600.0
     max_workers: int = 8
@@ -29,6 +30,7 @@ class OperatorConfig:
             namespace=namespace,
             keyring_secret=env.get("MSO_KEYRING_SECRET", "managed-secrets-keyring"),
             keyring_file=Path(keyring_file) if keyring_file else None,
+            keyring_create=env.get("MSO_KEYRING_CREATE", "true").lower() not in ("false", "0", "no"),
             watch_namespaces=watch,
             purge_interval_seconds=float(env.get("MSO_PURGE_INTERVAL_SECONDS", "3600")),
             max_workers=int(env.get("MSO_MAX_WORKERS", "8")),

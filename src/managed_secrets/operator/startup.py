@@ -59,7 +59,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
-        keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret)
+        keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret, create=cfg.keyring_create)
     store = KubernetesStore(api, cfg.namespace)
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
     metrics = OperatorMetrics()

@@ -26,7 +26,8 @@ def load_keyring_file(path: Path) -> LocalKeyring:
         raise KeyringError(f"cannot read keyring file {path}: {e.strerror}") from None
 
 
-def load_or_create_keyring(api: client.ApiClient, namespace: str, name: str) -> LocalKeyring:
+def load_or_create_keyring(api: client.ApiClient, namespace: str, name: str, *, create: bool = True) -> LocalKeyring:
+    """The keyring from its Secret; generated and stored on first start unless ``create`` is false."""
     core = client.CoreV1Api(api)
     for _ in range(3):
         try:
@@ -44,6 +45,11 @@ def load_or_create_keyring(api: client.ApiClient, namespace: str, name: str) -> 
             if not raw:
                 raise KeyringError(f"keyring Secret {namespace}/{name} has no {KEYRING_DATA_KEY!r} key")
             return LocalKeyring.from_bytes(base64.b64decode(raw))
+        if not create:
+            raise KeyringError(
+                f"keyring Secret {namespace}/{name} does not exist and creating one is disabled "
+                "(MSO_KEYRING_CREATE=false, the chart's keyring.source=existingSecret)"
+            )
         keyring = LocalKeyring.generate()
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(

@@ -58,7 +58,7 @@ class KubernetesStore(VersionStore):
         except ApiException as e:
             if e.status == 404:
                 raise RecordNotFound(f"no stored record for {key}") from None
-            raise _store_error("read", key, e) from None
+            raise _store_error("get", key, e) from None
         return self._to_record(secret, key)
 
     def write(
@@ -108,7 +108,7 @@ class KubernetesStore(VersionStore):
                 raise WriteConflict(f"record for {key} {what}") from None
             if e.status == 404:
                 raise WriteConflict(f"record for {key} was deleted since it was read") from None
-            raise _store_error("write", key, e) from None
+            raise _store_error("create" if expected_revision is None else "update", key, e) from None
         return self._to_record(created, key)
 
     def list(self) -> list[StoredRecord]:
@@ -168,6 +168,6 @@ def _store_error(op: str, key: RecordKey | None, e: ApiException) -> StoreError:
     if e.status == 403:
         return StoreError(
             f"store {op}{where} forbidden: the operator's ServiceAccount lacks permission on Secrets "
-            f"in its namespace ({e.reason})"
+            f"in its namespace (needs '{op}'; {e.reason})"
         )
     return StoreError(f"store {op}{where} failed: HTTP {e.status} {e.reason}")
