@@ -26,7 +26,9 @@ def load_keyring_file(path: Path) -> LocalKeyring:
         raise KeyringError(f"cannot read keyring file {path}: {e.strerror}") from None
 
 
-def load_or_create_keyring(api: client.ApiClient, namespace: str, name: str, *, create: bool = True) -> LocalKeyring:
+def load_or_create_keyring(
+    api: client.ApiClient, namespace: str, name: str, *, create: bool = True
+) -> LocalKeyring:
     """The keyring from its Secret; generated and stored on first start unless ``create`` is false."""
     core = client.CoreV1Api(api)
     for _ in range(3):
