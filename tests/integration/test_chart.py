@@ -512,6 +512,21 @@ def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> Op
     return OperatorProcess(kubeconfig, release.namespace, workdir / f"{release.name}.log", env)
 
 
+def web_deployment() -> client.V1Deployment:
+    labels = {"app": "web"}
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1DeploymentSpec(
+            replicas=1,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="example/web:1")]),
+            ),
+        ),
+    )
+
+
 def create_ms(admin: client.ApiClient, namespace: str, name: str) -> None:
     client.CustomObjectsApi(admin).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, managed_secret(name)
@@ -612,6 +627,30 @@ def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
             wait_ready(admin, app, "ok")
             kube.eventually(lambda: store_exists(admin, release, app, "ok"), what="our operator's store record")
             assert client.CoreV1Api(admin).read_namespaced_secret("ok", app).data["password"]
+            # Rotate it with a restart target: every verb the rotation path uses is in the chart's role.
+            apps = client.AppsV1Api(admin)
+            apps.create_namespaced_deployment(app, web_deployment())
+            client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                app,
+                PLURAL,
+                "ok",
+                {
+                    "metadata": {"annotations": {"managedsecrets.io/rotate": "chart-r1"}},
+                    "spec": {"restartTargets": [{"kind": "Deployment", "name": "web"}]},
+                },
+            )
+            kube.eventually(lambda: get_ms(admin, app, "ok")["status"]["currentVersion"] == "v2", what="rotation")
+            kube.eventually(
+                lambda: (
+                    (apps.read_namespaced_deployment("web", app).spec.template.metadata.annotations or {}).get(
+                        "managedsecrets.io/secret-versions"
+                    )
+                    == '{"ok": "v2"}'
+                ),
+                what="the restart target to be rolled",
+            )
             assert not forbidden_lines(operator.logs()), forbidden_lines(operator.logs())
             operator.stop()
 
