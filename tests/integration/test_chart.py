@@ -512,21 +512,6 @@ def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> Op
     return OperatorProcess(kubeconfig, release.namespace, workdir / f"{release.name}.log", env)
 
 
-def web_deployment() -> client.V1Deployment:
-    labels = {"app": "web"}
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1DeploymentSpec(
-            replicas=1,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="example/web:1")]),
-            ),
-        ),
-    )
-
-
 def create_ms(admin: client.ApiClient, namespace: str, name: str) -> None:
     client.CustomObjectsApi(admin).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, managed_secret(name)
@@ -629,7 +614,7 @@ def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
             assert client.CoreV1Api(admin).read_namespaced_secret("ok", app).data["password"]
             # Rotate it with a restart target: every verb the rotation path uses is in the chart's role.
             apps = client.AppsV1Api(admin)
-            apps.create_namespaced_deployment(app, web_deployment())
+            apps.create_namespaced_deployment(app, kube.web_deployment())
             client.CustomObjectsApi(admin).patch_namespaced_custom_object(
                 GROUP,
                 VERSION,

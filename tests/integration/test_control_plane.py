@@ -151,19 +151,7 @@ def test_service_account_rbac_is_enforced(admin: client.ApiClient) -> None:
 
 def test_deployment_template_change_creates_a_new_replicaset(admin: client.ApiClient, namespace: str) -> None:
     apps = client.AppsV1Api(admin)
-    labels = {"app": "web"}
-    deployment = client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1DeploymentSpec(
-            replicas=1,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="example/web:1")]),
-            ),
-        ),
-    )
-    apps.create_namespaced_deployment(namespace, deployment)
+    apps.create_namespaced_deployment(namespace, kube.web_deployment())
 
     def replicasets() -> list[client.V1ReplicaSet]:
         return list(apps.list_namespaced_replica_set(namespace, label_selector="app=web").items)

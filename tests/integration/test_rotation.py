@@ -229,21 +229,7 @@ def test_restart_targets_roll_once_per_rotation(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
 ) -> None:
     apps = client.AppsV1Api(admin)
-    labels = {"app": "web"}
-    apps.create_namespaced_deployment(
-        namespace,
-        client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="web"),
-            spec=client.V1DeploymentSpec(
-                replicas=1,
-                selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="example/web:1")]),
-                ),
-            ),
-        ),
-    )
+    apps.create_namespaced_deployment(namespace, kube.web_deployment())
 
     def replicasets() -> int:
         return len(apps.list_namespaced_replica_set(namespace, label_selector="app=web").items)

@@ -91,3 +91,19 @@ def status_of(call: Callable[[], Any]) -> int:
     except ApiException as e:
         return int(e.status)
     return 200
+
+
+def web_deployment(name: str = "web") -> client.V1Deployment:
+    """A one-replica Deployment labelled app=<name> (its pods stay Pending without a kubelet)."""
+    labels = {"app": name}
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            replicas=1,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name=name, image=f"example/{name}:1")]),
+            ),
+        ),
+    )

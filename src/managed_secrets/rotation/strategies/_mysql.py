@@ -120,7 +120,7 @@ class MySQLEngine:
             conn.close()
         if failure is not None:
             raise failure
-        log.info("changed the password of user %r on %s", account.username, endpoint.describe())
+        log.info("set new credentials for user %r on %s", account.username, endpoint.describe())
 
     def check_login(self, endpoint: Endpoint, account: Credentials) -> None:
         conn = _connect(endpoint, account, endpoint.database, Reason.TEST_LOGIN_FAILED, "account")

@@ -76,7 +76,7 @@ class PostgresEngine:
             conn.close()
         if failure is not None:
             raise failure
-        log.info("changed the password of role %r on %s", account.username, endpoint.describe())
+        log.info("set new credentials for role %r on %s", account.username, endpoint.describe())
 
     def check_login(self, endpoint: Endpoint, account: Credentials) -> None:
         conn = _connect(endpoint, account, Reason.TEST_LOGIN_FAILED, "account")
