@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLUSTER_DIR ?= /tmp/managed-secrets-cluster
 export MSO_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: help install lint typecheck unit integration test demo demo-down build-controlplane cluster-up cluster-down bench clean
+.PHONY: help install lint typecheck unit integration test demo demo-down build-controlplane cluster-up cluster-down bench image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -54,6 +54,9 @@ cluster-down: install  ## stop the local control plane
 
 bench: install  ## benchmarks with figures and ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
+
+image:  ## build the operator image with buildah from a local Debian base (no Docker; root on Debian 12)
+	bash hack/build-image.sh
 
 clean:  ## remove the venv and caches (not the Go build cache)
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
