@@ -193,10 +193,12 @@ class ManagedSecretService:
         outcome = Outcome()
         spec = parse_spec(body.get("spec") or {}, meta["name"])
         try:
-            record = self._ensure_record(body, key, spec, outcome)
+            # The store attributes are read once here and kept current by the steps that write them.
+            attrs: dict[str, str] = {}
+            record = self._ensure_record(body, key, spec, outcome, attrs)
             if record is not None and record.current is not None:
-                record = self._move_stage(body, key, record)
-                record = self._rotate(body, key, spec, record, outcome)
+                record = self._move_stage(body, key, record, attrs)
+                record = self._rotate(body, key, spec, record, outcome, attrs=attrs)
             outcome.record = record
             if record is not None and record.current is not None:
                 self._project(body, spec, record, outcome)
@@ -254,6 +256,8 @@ class ManagedSecretService:
         spec: ManagedSecretSpec,
         record: SecretRecord,
         outcome: Outcome,
+        *,
+        attrs: dict[str, str],
     ) -> SecretRecord:
         """Resumes a rotation in flight, or starts one that is requested or due. ACSCurrent is never lost."""
         meta = body["metadata"]
@@ -261,11 +265,10 @@ class ManagedSecretService:
         schedule = RotationSchedule.from_spec(spec.raw.get("rotation"))
         found = strategy_for(spec.raw)
         request = str((meta.get("annotations") or {}).get(ROTATE_ANNOTATION) or "")
-        loaded = self.vault.load(key)
-        handled = loaded.attributes.get(LAST_ROTATE_REQUEST, "") if loaded else ""
+        handled = attrs.get(LAST_ROTATE_REQUEST, "")
         if found is None:
             if request and request != handled:
-                self._mark_request(key, request)
+                self._mark_request(key, request, attrs)
                 self.events.warning(
                     body,
                     "RotationNotSupported",
@@ -281,7 +284,7 @@ class ManagedSecretService:
 
         started: str | None = None
         if record.rotation is None and record.pending is None:
-            due = self._next_due(schedule, record, key)
+            due = self._next_due(schedule, record, key, attrs)
             if request and request != handled:
                 started = request
             elif due is not None and rotation_due(due, now):
@@ -297,7 +300,7 @@ class ManagedSecretService:
                     )
                 except RotationInProgress as e:
                     self.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
-                    self._mark_request(key, started)
+                    self._mark_request(key, started, attrs)
                     self.events.warning(body, "RotationInProgress", str(e))
                     return record
                 except (ManagedSecretsError, ApiException) as e:
@@ -312,7 +315,7 @@ class ManagedSecretService:
                     return record
                 self._create_failures.pop(key, None)
                 if request == started:
-                    self._mark_request(key, request)
+                    self._mark_request(key, request, attrs)
                 pending_id = record.pending.id if record.pending else "?"
                 self.events.normal(
                     body, "RotationStarted", f"rotation {started!r} created version {pending_id} as ACSPending"
@@ -321,7 +324,7 @@ class ManagedSecretService:
             pending = record.pending
             if pending is not None and pending.request_id != request:
                 self.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
-                self._mark_request(key, request)
+                self._mark_request(key, request, attrs)
                 self.events.warning(
                     body,
                     "RotationInProgress",
@@ -362,21 +365,24 @@ class ManagedSecretService:
         outcome.conditions.append(
             Condition("RotationFailed", "False", "NoFailure", "the last rotation step succeeded")
         )
-        outcome.next_rotation = self._next_due(schedule, record, key) if record.rotation is None else None
+        outcome.next_rotation = self._next_due(schedule, record, key, attrs) if record.rotation is None else None
         return record
 
-    def _next_due(self, schedule: RotationSchedule, record: SecretRecord, key: RecordKey) -> dt.datetime | None:
+    def _next_due(
+        self, schedule: RotationSchedule, record: SecretRecord, key: RecordKey, attrs: Mapping[str, str]
+    ) -> dt.datetime | None:
         if record.current is None:
             return None
         last = record.current.created
-        loaded = self.vault.load(key)
-        moved = loaded.attributes.get(LAST_STAGE_MOVE_TIME) if loaded else None
+        moved = attrs.get(LAST_STAGE_MOVE_TIME)
         if moved:
             # A rollback makes an old version current; the schedule counts from the move, not from its age.
             last = max(last, dt.datetime.fromisoformat(moved))
         return next_rotation_time(schedule, last, str(key))
 
-    def _move_stage(self, body: Mapping[str, Any], key: RecordKey, record: SecretRecord) -> SecretRecord:
+    def _move_stage(
+        self, body: Mapping[str, Any], key: RecordKey, record: SecretRecord, attrs: dict[str, str]
+    ) -> SecretRecord:
         """UpdateSecretVersionStage, requested by annotation (``kubectl msecret rollback`` / ``label``).
 
         The annotation holds JSON ``{"label": "ACSCurrent", "version": "v3", "id": "<request id>"}``; each
@@ -391,8 +397,7 @@ class ManagedSecretService:
         except (ValueError, KeyError, TypeError):
             self.events.warning(body, "InvalidStageMove", f"annotation {MOVE_STAGE_ANNOTATION} is not valid JSON")
             return record
-        loaded = self.vault.load(key)
-        if loaded is None or loaded.attributes.get(LAST_STAGE_MOVE) == request_id:
+        if attrs.get(LAST_STAGE_MOVE) == request_id:
             return record
         now = _iso(self.vault.clock.now())
         try:
@@ -403,15 +408,18 @@ class ManagedSecretService:
             )
         except InvalidRequest as e:
             self.vault.set_attributes(key, lambda a: {**a, LAST_STAGE_MOVE: request_id})
+            attrs[LAST_STAGE_MOVE] = request_id
             self.events.warning(body, "StageMoveRefused", f"moving {label} to {version} refused: {e}")
             return record
         assert moved is not None
+        attrs.update({LAST_STAGE_MOVE: request_id, LAST_STAGE_MOVE_TIME: now})
         self.events.normal(body, "StageMoved", f"{label} moved to version {version}")
         log.info("moved %s of %s to %s", label, key, version)
         return moved
 
-    def _mark_request(self, key: RecordKey, request: str) -> None:
+    def _mark_request(self, key: RecordKey, request: str, attrs: dict[str, str]) -> None:
         self.vault.set_attributes(key, lambda a: {**a, LAST_ROTATE_REQUEST: request})
+        attrs[LAST_ROTATE_REQUEST] = request
 
     def _warn_once(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         old = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
@@ -420,8 +428,14 @@ class ManagedSecretService:
             self.events.warning(body, reason, message)
 
     def _ensure_record(
-        self, body: Mapping[str, Any], key: RecordKey, spec: ManagedSecretSpec, outcome: Outcome
+        self,
+        body: Mapping[str, Any],
+        key: RecordKey,
+        spec: ManagedSecretSpec,
+        outcome: Outcome,
+        attrs: dict[str, str],
     ) -> SecretRecord | None:
+        """The stored record, created or updated from the value source; fills ``attrs`` with its attributes."""
         meta = body["metadata"]
         loaded = self.vault.load(key)
         if loaded is not None and DELETED_AT in loaded.attributes:
@@ -446,6 +460,7 @@ class ManagedSecretService:
             self.events.normal(body, "Restored", f"restored {len(loaded.record.versions)} stored versions")
             loaded = self.vault.load(key)
 
+        attrs.update(loaded.attributes if loaded else {})
         record = loaded.record if loaded else None
         if record is not None and record.metadata.encryption_key != spec.encryption_key:
             # Remember the pinned key on the record: KEK rotation re-wraps a pinned secret to that key only.
