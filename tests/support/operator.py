@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -87,13 +88,20 @@ class OperatorProcess:
     """The ``managed-secrets-operator`` command, started and stopped like a pod would be."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        liveness: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.liveness = liveness
         self.liveness_port = 0
 
     @property
@@ -114,31 +122,42 @@ class OperatorProcess:
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)
-        log = self.log_path.open("ab")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.liveness_port = int(s.getsockname()[1])
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "managed_secrets.operator.main",
-                "--log-level=DEBUG",
-                "--log-format=plain",
-                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # A free port found by binding port 0 can be taken by someone else before the operator binds it:
+        # then the operator exits, and it is started again on another port.
+        for _ in range(3):
+            offset = len(self.logs())
+            self._spawn(env)
+            if not self._died():
+                return
+            if "address already in use" not in self.logs()[offset:]:
+                break
+        raise AssertionError(f"the operator exited at start-up:\n{self.logs()[-4000:]}")
+
+    def _spawn(self, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "managed_secrets.operator.main", "--log-level=DEBUG", "--log-format=plain"]
+        if self.liveness:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.liveness_port = int(s.getsockname()[1])
+            argv.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         kube.eventually(
             lambda: "managed-secrets-operator started" in self.logs() or self._died(),
             timeout=60,
             what="the operator to start",
         )
-        if self._died():
-            raise AssertionError(f"the operator exited at start-up:\n{self.logs()[-4000:]}")
+        if self.liveness and not self._died():
+            kube.eventually(lambda: self._healthy() or self._died(), timeout=30, what="the liveness endpoint")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
 
     def _died(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -167,7 +186,7 @@ class OperatorEnvironment:
         utils.create_from_yaml(admin, yaml_objects=rbac_documents(self.namespace, self.suffix))
         token = kube.token_for(admin, self.namespace, "managed-secrets-operator")
         self.kubeconfig = write_token_kubeconfig(admin, token, workdir / "operator.kubeconfig")
-        self.process = OperatorProcess(self.kubeconfig, self.namespace, workdir / "operator.log")
+        self.process = OperatorProcess(self.kubeconfig, self.namespace, workdir / "operator.log", liveness=True)
 
     def close(self) -> None:
         self.process.stop()
