@@ -389,6 +389,18 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
     return Cluster(state_dir=state_dir, server=server)
 
 
+def up_with_retries(state_dir: Path = DEFAULT_DIR, attempts: int = 3) -> Cluster:
+    """``up``, tried again when a port picked as free was taken before a component could bind it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return up(state_dir)
+        except RuntimeError as e:
+            if "address already in use" not in str(e) or attempt == attempts:
+                raise
+            log(f"a port was taken meanwhile; starting again ({attempt}/{attempts})")
+    raise AssertionError("unreachable")
+
+
 def down(state_dir: Path = DEFAULT_DIR, *, quiet: bool = False) -> None:
     """Stops the processes started in ``state_dir`` (controller manager first) and removes the state."""
     pids = state_dir / "pids"
@@ -421,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         print(build_binaries())
     elif args.command == "up":
-        print(up(args.dir).kubeconfig)
+        print(up_with_retries(args.dir).kubeconfig)
     elif args.command == "down":
         down(args.dir)
     elif args.command == "status":

@@ -39,7 +39,7 @@ def kubeconfig() -> Iterator[str]:
     if os.environ.get("MSO_REQUIRE_EXISTING_CLUSTER"):
         pytest.fail(f"KUBECONFIG={given!r} does not answer and MSO_REQUIRE_EXISTING_CLUSTER is set")
     state = Path(tempfile.mkdtemp(prefix="mso-test-cluster-"))
-    started = local_cluster.up(state)
+    started = local_cluster.up_with_retries(state)
     try:
         yield str(started.kubeconfig)
     finally:
