@@ -161,6 +161,21 @@ def _resolve_put_stages(secret: SecretRecord, stages: Iterable[str] | None) -> f
     return frozenset(wanted)
 
 
+def _next_version(
+    secret: SecretRecord, *, fingerprint: str, sealed: bytes, now: datetime, request_id: str | None
+) -> Version:
+    """An unlabelled version under the secret's next (never used) number."""
+    number = secret.next_version_number
+    return Version(
+        id=version_id_for(number),
+        number=number,
+        created=now,
+        fingerprint=fingerprint,
+        sealed=sealed,
+        request_id=request_id,
+    )
+
+
 def put_value(
     secret: SecretRecord,
     *,
@@ -200,15 +215,7 @@ def put_value(
         and wanted <= current.stages
     ):
         return secret, current
-    number = secret.next_version_number
-    version = Version(
-        id=version_id_for(number),
-        number=number,
-        created=now,
-        fingerprint=fingerprint,
-        sealed=sealed,
-        request_id=request_id,
-    )
+    version = _next_version(secret, fingerprint=fingerprint, sealed=sealed, now=now, request_id=request_id)
     stage_map = secret.stage_map()
     if CURRENT in wanted and current is not None:
         stage_map[PREVIOUS] = current.id
@@ -249,15 +256,7 @@ def begin_rotation(
         raise _pending_conflict(secret, pending)
     if secret.current is None:
         raise InvalidRequest(f"secret {sid} has no {CURRENT} version to rotate; store a value first")
-    number = secret.next_version_number
-    version = Version(
-        id=version_id_for(number),
-        number=number,
-        created=now,
-        fingerprint=fingerprint,
-        sealed=sealed,
-        request_id=request_id,
-    )
+    version = _next_version(secret, fingerprint=fingerprint, sealed=sealed, now=now, request_id=request_id)
     stage_map = secret.stage_map()
     stage_map[PENDING] = version.id
     progress = RotationProgress(version.id, request_id, RotationStep.SET, started=now, updated=now)
