@@ -16,12 +16,18 @@ The tree::
     ├── KeyringError                     the keyring itself is malformed or cannot be used
     │   ├── KeyNotFound                  the key provider holds no key-encryption key with that id
     │   └── UnwrapFailed                 a wrapped data key failed authentication under its key
-    └── StoreError                       the backing store failed
-        ├── RecordNotFound               no record under that key
-        ├── WriteConflict                compare-and-swap lost: someone else wrote first
-        └── CorruptRecord                a stored record that does not parse or breaks the model's invariants
+    ├── StoreError                       the backing store failed
+    │   ├── RecordNotFound               no record under that key
+    │   ├── WriteConflict                compare-and-swap lost: someone else wrote first
+    │   └── CorruptRecord                a stored record that does not parse or breaks the model's invariants
+    ├── SourceUnavailable                a value source (valueFrom Secret) cannot be read yet
+    └── KubernetesApiError               a Kubernetes API call failed (translated once, in cluster.kubernetes)
+        ├── ApiForbidden                 HTTP 403: the ServiceAccount lacks a permission
+        ├── ApiConflict                  HTTP 409: changed meanwhile, or already exists
+        └── ApiNotFound                  HTTP 404 where the object had to exist
 
 Messages name secrets, versions and keys, never a value: Kopf copies exception text into status and Events.
+``safe_message`` is the one way any error becomes text for status, Events and logs.
 """
 
 from __future__ import annotations
@@ -124,3 +130,52 @@ class WriteConflict(StoreError):
 
 class CorruptRecord(StoreError):
     """A stored record does not parse, or breaks the model's invariants."""
+
+
+class SourceUnavailable(ManagedSecretsError):
+    """The value source (e.g. the ``valueFrom`` Secret) cannot be read yet; a change there brings it back."""
+
+
+class KubernetesApiError(ManagedSecretsError):
+    """A Kubernetes API call failed. Translated once, in the cluster adapter, from the client's exception.
+
+    The message names the verb, the object and the HTTP status, never the response body: the API server's
+    message for an invalid Secret can quote its data.
+    """
+
+    def __init__(self, verb: str, what: str, status: int, reason: str = "", resource: str = "") -> None:
+        self.verb = verb
+        self.what = what
+        self.status = status
+        self.reason = reason
+        self.resource = resource
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        return f"cannot {self.verb} {self.what}: HTTP {self.status} {self.reason}".rstrip()
+
+
+class ApiForbidden(KubernetesApiError):
+    """HTTP 403: the operator's ServiceAccount lacks a permission."""
+
+    def describe(self) -> str:
+        resource = self.resource or "it"
+        return f"cannot {self.verb} {self.what}: the operator's ServiceAccount lacks '{self.verb}' on {resource}"
+
+
+class ApiConflict(KubernetesApiError):
+    """HTTP 409: the object changed since it was read, or already exists."""
+
+    def describe(self) -> str:
+        return f"cannot {self.verb} {self.what}: it changed meanwhile (will retry)"
+
+
+class ApiNotFound(KubernetesApiError):
+    """HTTP 404 where the caller needed the object to exist."""
+
+
+def safe_message(error: BaseException) -> str:
+    """Error text safe for status, Events and logs: our own messages never hold values; anything else might."""
+    if isinstance(error, ManagedSecretsError):
+        return str(error)
+    return f"unexpected {type(error).__name__}"

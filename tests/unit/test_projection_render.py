@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from managed_secrets.domain import SecretValue
-from managed_secrets.projection import RenderError, TargetSpec, data_hash, render
-from managed_secrets.projection.render import (
+from managed_secrets.names import (
     DATA_HASH_ANNOTATION,
     OWNER_ANNOTATION,
     PREVIOUS_VERSION_ANNOTATION,
     VERSION_ANNOTATION,
 )
+from managed_secrets.projection import RenderError, TargetSpec, data_hash, render
 
 HASH_KEY = b"k" * 32
 CANARY = "CANARY-7f3a9"

@@ -16,7 +16,6 @@ It never reads or prints a secret value.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from collections.abc import Sequence
@@ -25,10 +24,18 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "managedsecrets.io", "v1alpha1", "managedsecrets"
-ROTATE = "managedsecrets.io/rotate"
-MOVE_STAGE = "managedsecrets.io/move-stage"
-RESTORE = "managedsecrets.io/restore"
+from managed_secrets.names import API_GROUP as GROUP
+from managed_secrets.names import API_VERSION as VERSION
+from managed_secrets.names import (
+    DEFAULT_KEYRING_SECRET,
+    DEFAULT_OPERATOR_NAMESPACE,
+    PLURAL,
+    ROTATE_KEK_ANNOTATION,
+    StageMoveRequest,
+)
+from managed_secrets.names import MOVE_STAGE_ANNOTATION as MOVE_STAGE
+from managed_secrets.names import RESTORE_ANNOTATION as RESTORE
+from managed_secrets.names import ROTATE_ANNOTATION as ROTATE
 
 
 def _api(args: argparse.Namespace) -> tuple[client.CustomObjectsApi, str]:
@@ -63,9 +70,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def _move(args: argparse.Namespace, label: str, version: str) -> int:
     api, ns = _api(args)
-    request = {"label": label, "version": version, "id": f"cli-{uuid.uuid4().hex[:12]}"}
-    _annotate(api, ns, args.name, {MOVE_STAGE: json.dumps(request, separators=(",", ":"))})
-    print(f"managedsecret/{args.name} {label} -> {version} requested (request id {request['id']})")
+    request = StageMoveRequest(label=label, version=version, id=f"cli-{uuid.uuid4().hex[:12]}")
+    _annotate(api, ns, args.name, {MOVE_STAGE: request.encode()})
+    print(f"managedsecret/{args.name} {label} -> {version} requested (request id {request.id})")
     return 0
 
 
@@ -97,7 +104,7 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
     client.CoreV1Api().patch_namespaced_secret(
         args.keyring_secret,
         args.operator_namespace,
-        {"metadata": {"annotations": {"managedsecrets.io/rotate-kek": request}}},
+        {"metadata": {"annotations": {ROTATE_KEK_ANNOTATION: request}}},
     )
     print(f"key-encryption key rotation requested (request id {request})")
     return 0
@@ -180,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
     res.add_argument("name")
     res.set_defaults(run=cmd_restore)
     k = subcommand("rotate-kek", help="add a new primary key-encryption key and re-wrap every version")
-    k.add_argument("--operator-namespace", default="managed-secrets")
-    k.add_argument("--keyring-secret", default="managed-secrets-keyring")
+    k.add_argument("--operator-namespace", default=DEFAULT_OPERATOR_NAMESPACE)
+    k.add_argument("--keyring-secret", default=DEFAULT_KEYRING_SECRET)
     k.set_defaults(run=cmd_rotate_kek)
     v = subcommand("versions", help="list versions and stage labels")
     v.add_argument("name")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "as_utc"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "as_utc", "iso", "iso_seconds"]
 
 
 def as_utc(moment: datetime, what: str = "time") -> datetime:
@@ -15,6 +15,16 @@ def as_utc(moment: datetime, what: str = "time") -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got naive {moment.isoformat()}")
     return moment.astimezone(UTC)
+
+
+def iso(moment: datetime, timespec: str = "auto") -> str:
+    """RFC 3339 text in UTC with a ``Z`` suffix (``timespec`` as for ``datetime.isoformat``)."""
+    return as_utc(moment).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def iso_seconds(moment: datetime) -> str:
+    """``iso`` to whole seconds: the form Kubernetes uses in status fields."""
+    return iso(moment.replace(microsecond=0))
 
 
 class Clock(Protocol):

@@ -21,6 +21,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from managed_secrets.domain.clock import iso
 from managed_secrets.domain.model import (
     RotationProgress,
     RotationStep,
@@ -52,7 +53,7 @@ _ROTATION_FIELDS = (
 
 
 def _time_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso(moment, "microseconds")
 
 
 def to_document(secret: SecretRecord) -> dict[str, Any]:

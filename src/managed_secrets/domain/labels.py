@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from managed_secrets.errors import InvalidStageLabel
-
-if TYPE_CHECKING:
-    from managed_secrets.domain.model import SecretType
 
 __all__ = [
     "BUILTIN_LABELS",
     "MAX_STAGE_LABELS",
+    "SecretType",
     "StageLabel",
     "is_builtin_label",
     "show_label",
     "validate_label",
 ]
+
+
+class SecretType(StrEnum):
+    """What kind of secret this is; chooses the rotation strategy."""
+
+    GENERIC = "Generic"
+    DATABASE = "Database"
+    SSH_KEY = "SSHKey"
+    EXTERNAL = "External"
+
+    @property
+    def allows_custom_labels(self) -> bool:
+        """Custom stage labels are for Generic secrets only: the other types' strategies own their labels."""
+        return self is SecretType.GENERIC
 
 
 class StageLabel(StrEnum):

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from managed_secrets.domain.clock import as_utc
-from managed_secrets.domain.labels import StageLabel, show_label
+from managed_secrets.domain.labels import SecretType, StageLabel, show_label
 from managed_secrets.errors import VersionNotFound
 
 __all__ = [
@@ -26,20 +26,6 @@ __all__ = [
     "new_secret",
     "version_id_for",
 ]
-
-
-class SecretType(StrEnum):
-    """What kind of secret this is; chooses the rotation strategy."""
-
-    GENERIC = "Generic"
-    DATABASE = "Database"
-    SSH_KEY = "SSHKey"
-    EXTERNAL = "External"
-
-    @property
-    def allows_custom_labels(self) -> bool:
-        """Custom stage labels are for Generic secrets only: the other types' strategies own their labels."""
-        return self is SecretType.GENERIC
 
 
 def version_id_for(number: int) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from managed_secrets.domain.labels import show_label
 from managed_secrets.errors import CorruptRecord, InvalidRequest
 
 __all__ = ["MAX_DATA_KEY_LENGTH", "SecretValue", "ValueKind", "validate_data_key"]
@@ -24,11 +25,6 @@ class ValueKind(StrEnum):
 
     MAP = "map"
     BINARY = "binary"
-
-
-def _show_key(key: object) -> str:
-    text = repr(key)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def validate_data_key(key: object) -> str:
@@ -45,7 +41,7 @@ def validate_data_key(key: object) -> str:
     elif key in {".", ".."} or key.startswith(".."):
         problem = "must not be '.' or '..' or start with '..'"
     if problem:
-        raise InvalidRequest(f"secret value key {_show_key(key)} {problem}")
+        raise InvalidRequest(f"secret value key {show_label(key)} {problem}")
     return key
 
 
@@ -71,7 +67,7 @@ class SecretValue:
         try:
             object.__setattr__(self, "kind", ValueKind(self.kind))
         except ValueError:
-            raise InvalidRequest(f"unknown secret value kind {_show_key(self.kind)}") from None
+            raise InvalidRequest(f"unknown secret value kind {show_label(self.kind)}") from None
         if self.kind is ValueKind.MAP:
             if not self.entries:
                 raise InvalidRequest("a secret value map must have at least one key")
@@ -81,7 +77,7 @@ class SecretValue:
             for key, raw in self.entries:
                 validate_data_key(key)
                 if not isinstance(raw, bytes):
-                    raise InvalidRequest(f"secret value key {_show_key(key)} must map to bytes")
+                    raise InvalidRequest(f"secret value key {show_label(key)} must map to bytes")
             if keys != sorted(set(keys)):
                 raise InvalidRequest("secret value entries must be sorted by key without duplicates")
         else:
@@ -143,7 +139,7 @@ class SecretValue:
                 data = doc["data"]
                 if not isinstance(data, dict):
                     raise CorruptRecord("secret value field 'data' must be an object")
-                return cls.from_map({key: _b64(text, f"data[{_show_key(key)}]") for key, text in data.items()})
+                return cls.from_map({key: _b64(text, f"data[{show_label(key)}]") for key, text in data.items()})
             if kind == ValueKind.BINARY.value and set(doc) == {"kind", "blob"}:
                 return cls.from_blob(_b64(doc["blob"], "blob"))
         except InvalidRequest as exc:

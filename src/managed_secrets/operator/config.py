@@ -19,6 +19,7 @@ class OperatorConfig:
     max_workers: int = 8
     rotation_backoff_seconds: float = 30.0
     metrics_port: int = 9090
+    watch_timeout_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -36,6 +37,7 @@ class OperatorConfig:
             max_workers=int(env.get("MSO_MAX_WORKERS", "8")),
             rotation_backoff_seconds=float(env.get("MSO_ROTATION_BACKOFF_SECONDS", "30")),
             metrics_port=int(env.get("MSO_METRICS_PORT", "9090")),
+            watch_timeout_seconds=int(env.get("MSO_WATCH_TIMEOUT_SECONDS", "300")),
         )
 
 

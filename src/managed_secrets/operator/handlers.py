@@ -12,10 +12,10 @@ from typing import Any
 
 import kopf
 
-from managed_secrets.projection.render import MANAGED_LABEL, OWNER_ANNOTATION
-from managed_secrets.service import ManagedSecretService, safe_message
+from managed_secrets.errors import safe_message
+from managed_secrets.names import API_GROUP, API_VERSION, MANAGED_LABEL, OWNER_ANNOTATION, PLURAL
+from managed_secrets.service import ManagedSecretService
 from managed_secrets.service.keys import KeyManager
-from managed_secrets.service.spec import API_GROUP, API_VERSION, PLURAL
 
 log = logging.getLogger(__name__)
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)

@@ -9,22 +9,20 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
+from managed_secrets.cluster.keyring import KeyringSecret, load_keyring_file, load_or_create_keyring
+from managed_secrets.cluster.kubernetes import KubernetesCluster
 from managed_secrets.domain.clock import SystemClock
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
+from managed_secrets.names import FINALIZER, KOPF_PREFIX
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
-from managed_secrets.service import EventRecorder, ManagedSecretService
+from managed_secrets.rotation.engine import Backoff
+from managed_secrets.service import ManagedSecretService
 from managed_secrets.service.keys import KeyManager
-from managed_secrets.service.rotation import Backoff
 from managed_secrets.store import SecretVault
-from managed_secrets.store.keyring_secret import KeyringSecret, load_keyring_file, load_or_create_keyring
 from managed_secrets.store.kubernetes import KubernetesStore
 
 log = logging.getLogger(__name__)
-PREFIX = "managedsecrets.io"
-# Kopf drops annotations under its storage prefix from the diffed essence, so user-facing annotations
-# (restore, rotate) must not share it: Kopf's bookkeeping gets a sub-domain of its own.
-KOPF_PREFIX = "kopf.managedsecrets.io"
 
 
 def api_client() -> client.ApiClient:
@@ -38,7 +36,7 @@ def api_client() -> client.ApiClient:
 
 def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     # Own names for everything Kopf stores on our objects.
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
@@ -47,8 +45,9 @@ def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None
     settings.posting.enabled = False
     settings.execution.max_workers = cfg.max_workers
     # No diff-base is ever stored on native Secrets: they only have on.event handlers, which store nothing.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # The server ends each watch after this long and Kopf reconnects (the idle test waits for one).
+    settings.watching.server_timeout = cfg.watch_timeout_seconds
+    settings.watching.client_timeout = cfg.watch_timeout_seconds + 30
 
 
 @kopf.on.startup()
@@ -56,15 +55,16 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     configure_kopf(settings, cfg)
     api = api_client()
+    cluster = KubernetesCluster(api)
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
-        keyring = load_or_create_keyring(api, cfg.namespace, cfg.keyring_secret, create=cfg.keyring_create)
+        keyring = load_or_create_keyring(cluster, cfg.namespace, cfg.keyring_secret, create=cfg.keyring_create)
     store = KubernetesStore(api, cfg.namespace)
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
     metrics = OperatorMetrics()
     service = ManagedSecretService(
-        api, vault, EventRecorder(api), backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds), metrics=metrics
+        cluster, vault, backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds), metrics=metrics
     )
     server = start_metrics_server(metrics, cfg.metrics_port)
     memo["metrics_server"] = server
@@ -74,7 +74,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo["service"] = service
     keys = None
     if cfg.keyring_file is None:
-        keys = KeyManager(vault, keyring, KeyringSecret(api, cfg.namespace, cfg.keyring_secret))
+        keys = KeyManager(vault, keyring, KeyringSecret(cluster, cfg.namespace, cfg.keyring_secret))
     memo["keys"] = keys
     stop = threading.Event()
     memo["stop"] = stop

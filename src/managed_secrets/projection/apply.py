@@ -6,23 +6,13 @@ annotations, type and owner reference field by field. A replace carries the reso
 
 from __future__ import annotations
 
-import base64
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
-from managed_secrets.errors import ManagedSecretsError
-from managed_secrets.projection.render import (
-    DATA_HASH_ANNOTATION,
-    OWNER_ANNOTATION,
-    DesiredSecret,
-    TargetSpec,
-    data_hash,
-)
+from managed_secrets.cluster import Cluster, LiveSecret, OwnerRef, SecretObject
+from managed_secrets.errors import KubernetesApiError, ManagedSecretsError
+from managed_secrets.names import DATA_HASH_ANNOTATION, OWNER_ANNOTATION
+from managed_secrets.projection.render import DesiredSecret, TargetSpec, data_hash
 
 __all__ = [
     "ApplyAction",
@@ -63,37 +53,28 @@ class Owner:
     uid: str
 
     @property
-    def ref(self) -> client.V1OwnerReference:
-        return client.V1OwnerReference(
-            api_version=self.api_version, kind=self.kind, name=self.name, uid=self.uid, controller=True
-        )
+    def ref(self) -> OwnerRef:
+        return OwnerRef(self.api_version, self.kind, self.name, self.uid, controller=True)
 
 
-def _decode(data: Mapping[str, Any] | None) -> dict[str, bytes]:
-    return {k: base64.b64decode(v) for k, v in (data or {}).items()}
-
-
-def _owner_refs(target: TargetSpec, owner: Owner, existing: list[Any] | None) -> list[Any]:
-    others = [r for r in (existing or []) if not (r.kind == owner.kind and r.name == owner.name)]
+def _owner_refs(target: TargetSpec, owner: Owner, existing: tuple[OwnerRef, ...]) -> tuple[OwnerRef, ...]:
+    others = tuple(r for r in existing if not (r.kind == owner.kind and r.name == owner.name))
     if target.creation_policy == "Owner":
-        return [*others, owner.ref]
+        return (*others, owner.ref)
     return others
 
 
-def _refs_equal(a: list[Any] | None, b: list[Any]) -> bool:
-    def key(r: Any) -> tuple[str, str, str, str, bool]:
-        return (r.api_version, r.kind, r.name, r.uid, bool(r.controller))
-
-    return sorted(map(key, a or [])) == sorted(map(key, b))
+def _is_ours(secret: LiveSecret, owner: Owner) -> bool:
+    return secret.annotations.get(OWNER_ANNOTATION) == f"{owner.namespace}/{owner.name}"
 
 
-def _is_ours(secret: Any, owner: Owner) -> bool:
-    annotations = secret.metadata.annotations or {}
-    return bool(annotations.get(OWNER_ANNOTATION) == f"{owner.namespace}/{owner.name}")
+def _error(error: KubernetesApiError) -> ProjectionError:
+    # The adapter's message names the verb, the Secret and the status; never the API server's body.
+    return ProjectionError(str(error))
 
 
 def apply_projection(
-    api: client.ApiClient,
+    cluster: Cluster,
     desired: DesiredSecret,
     target: TargetSpec,
     owner: Owner,
@@ -102,29 +83,37 @@ def apply_projection(
     previously_projected: bool,
 ) -> ApplyAction:
     """Makes the live Secret match ``desired``; returns what was done."""
-    core = client.CoreV1Api(api)
     try:
-        live = core.read_namespaced_secret(desired.name, desired.namespace)
-    except ApiException as e:
-        if e.status != 404:
-            raise _api_error("read", desired, e) from None
-        live = None
+        return _apply(
+            cluster, desired, target, owner, hash_key=hash_key, previously_projected=previously_projected
+        )
+    except KubernetesApiError as e:
+        raise _error(e) from None
 
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(
-            name=desired.name,
-            namespace=desired.namespace,
-            labels=dict(desired.labels),
-            annotations=dict(desired.annotations),
-            owner_references=_owner_refs(target, owner, None) or None,
-        ),
+
+def _apply(
+    cluster: Cluster,
+    desired: DesiredSecret,
+    target: TargetSpec,
+    owner: Owner,
+    *,
+    hash_key: bytes,
+    previously_projected: bool,
+) -> ApplyAction:
+    live = cluster.read_secret(desired.namespace, desired.name)
+    body = SecretObject(
+        namespace=desired.namespace,
+        name=desired.name,
         type=desired.type,
-        data={k: base64.b64encode(v).decode("ascii") for k, v in desired.data.items()},
+        data=dict(desired.data),
+        labels=dict(desired.labels),
+        annotations=dict(desired.annotations),
+        owner_references=_owner_refs(target, owner, ()),
     )
     if live is None:
         if previously_projected and target.drift_policy == "Report":
             return ApplyAction.MISSING_REPORTED
-        _create(core, desired, body)
+        cluster.create_secret(body)
         return ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED
 
     if not _is_ours(live, owner) and not target.adopt_existing:
@@ -133,80 +122,46 @@ def apply_projection(
             "set spec.target.adoptExisting: true to take it over, or choose another spec.target.name"
         )
 
-    live_meta = live.metadata or client.V1ObjectMeta()
-    live_annotations = live_meta.annotations or {}
-    live_hash = data_hash(_decode(live.data), hash_key)
+    live_hash = data_hash(live.data, hash_key)
     # Drift: the data no longer matches the hash we annotated it with, i.e. someone else edited it.
-    drifted = _is_ours(live, owner) and live_hash != live_annotations.get(DATA_HASH_ANNOTATION)
-    refs = _owner_refs(target, owner, live_meta.owner_references)
+    drifted = _is_ours(live, owner) and live_hash != live.annotations.get(DATA_HASH_ANNOTATION)
+    refs = _owner_refs(target, owner, live.owner_references)
     metadata_matches = (
-        (live.type or "Opaque") == desired.type
-        and all((live_meta.labels or {}).get(k) == v for k, v in desired.labels.items())
-        and all(live_annotations.get(k) == v for k, v in desired.annotations.items())
-        and _refs_equal(live_meta.owner_references, refs)
+        live.type == desired.type
+        and all(live.labels.get(k) == v for k, v in desired.labels.items())
+        and all(live.annotations.get(k) == v for k, v in desired.annotations.items())
+        and sorted(live.owner_references, key=repr) == sorted(refs, key=repr)
     )
     if live_hash == desired.data_hash and metadata_matches:
         return ApplyAction.UNCHANGED
     if drifted and target.drift_policy == "Report":
         return ApplyAction.DRIFT_REPORTED
 
-    if (live.type or "Opaque") != desired.type:
+    if live.type != desired.type:
         # A Secret's type is immutable: replace the object.
-        _delete(core, desired.namespace, desired.name, live_meta.resource_version)
-        _create(core, desired, body)
+        cluster.delete_secret(desired.namespace, desired.name, live.resource_version)
+        cluster.create_secret(body)
         return ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED
 
-    keep_labels = {k: v for k, v in (live_meta.labels or {}).items() if k not in desired.labels}
-    keep_annotations = {k: v for k, v in live_annotations.items() if k not in desired.annotations}
-    body_meta = body.metadata or client.V1ObjectMeta()
-    body_meta.labels = {**keep_labels, **desired.labels}
-    body_meta.annotations = {**keep_annotations, **desired.annotations}
-    body_meta.owner_references = refs or None
-    body_meta.resource_version = live_meta.resource_version
-    body.metadata = body_meta
-    try:
-        core.replace_namespaced_secret(desired.name, desired.namespace, body)
-    except ApiException as e:
-        raise _api_error("update", desired, e) from None
+    keep_labels = {k: v for k, v in live.labels.items() if k not in desired.labels}
+    keep_annotations = {k: v for k, v in live.annotations.items() if k not in desired.annotations}
+    updated = replace(
+        body,
+        labels={**keep_labels, **desired.labels},
+        annotations={**keep_annotations, **desired.annotations},
+        owner_references=refs,
+    )
+    cluster.replace_secret(updated, live.resource_version)
     return ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED
 
 
-def delete_projection(api: client.ApiClient, namespace: str, name: str, owner: Owner) -> bool:
+def delete_projection(cluster: Cluster, namespace: str, name: str, owner: Owner) -> bool:
     """Deletes a Secret this ManagedSecret projected earlier (e.g. after spec.target.name changed)."""
-    core = client.CoreV1Api(api)
     try:
-        live = core.read_namespaced_secret(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
+        live = cluster.read_secret(namespace, name)
+        if live is None or not _is_ours(live, owner):
             return False
-        raise
-    if not _is_ours(live, owner):
-        return False
-    _delete(core, namespace, name, (live.metadata or client.V1ObjectMeta()).resource_version)
+        cluster.delete_secret(namespace, name, live.resource_version)
+    except KubernetesApiError as e:
+        raise _error(e) from None
     return True
-
-
-def _create(core: client.CoreV1Api, desired: DesiredSecret, body: client.V1Secret) -> None:
-    try:
-        core.create_namespaced_secret(desired.namespace, body)
-    except ApiException as e:
-        raise _api_error("create", desired, e) from None
-
-
-def _delete(core: client.CoreV1Api, namespace: str, name: str, resource_version: str | None) -> None:
-    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version))
-    try:
-        core.delete_namespaced_secret(name, namespace, body=options)
-    except ApiException as e:
-        if e.status != 404:
-            raise ProjectionError(f"cannot delete Secret {namespace}/{name}: HTTP {e.status} {e.reason}") from None
-
-
-def _api_error(op: str, desired: DesiredSecret, e: ApiException) -> ProjectionError:
-    where = f"Secret {desired.namespace}/{desired.name}"
-    if e.status == 403:
-        return ProjectionError(f"cannot {op} {where}: the operator's ServiceAccount lacks '{op}' on Secrets")
-    if e.status == 409:
-        return ProjectionError(f"cannot {op} {where}: it changed meanwhile (will retry)")
-    # The API server's message for an invalid Secret can quote data: report the status only.
-    return ProjectionError(f"cannot {op} {where}: HTTP {e.status} {e.reason}")

@@ -19,6 +19,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from managed_secrets.crypto import fingerprint
 from managed_secrets.domain import SecretValue
 from managed_secrets.errors import ManagedSecretsError
+from managed_secrets.names import (
+    DATA_HASH_ANNOTATION,
+    MANAGED_LABEL,
+    OWNER_ANNOTATION,
+    PREVIOUS_VERSION_ANNOTATION,
+    VERSION_ANNOTATION,
+)
 
 __all__ = [
     "BINARY_VALUE_KEY",
@@ -34,11 +41,6 @@ __all__ = [
     "render",
 ]
 
-VERSION_ANNOTATION = "managedsecrets.io/version"
-PREVIOUS_VERSION_ANNOTATION = "managedsecrets.io/previous-version"
-DATA_HASH_ANNOTATION = "managedsecrets.io/data-hash"
-OWNER_ANNOTATION = "managedsecrets.io/managed-secret"
-MANAGED_LABEL = "managedsecrets.io/managed"
 BINARY_VALUE_KEY = "value"
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)

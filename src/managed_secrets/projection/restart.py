@@ -9,16 +9,14 @@ operator restart or a repeated reconcile never restarts anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from managed_secrets.cluster import Cluster, WorkloadRef
+from managed_secrets.errors import KubernetesApiError, ManagedSecretsError
+from managed_secrets.names import WORKLOAD_KINDS, WORKLOAD_VERSIONS_ANNOTATION
 
-from managed_secrets.errors import ManagedSecretsError
-
-VERSIONS_ANNOTATION = "managedsecrets.io/secret-versions"
+VERSIONS_ANNOTATION = WORKLOAD_VERSIONS_ANNOTATION
 
 
 class RestartError(ManagedSecretsError):
@@ -32,7 +30,7 @@ class RestartTarget:
 
 
 def restart_targets(
-    api: client.ApiClient,
+    cluster: Cluster,
     namespace: str,
     targets: Sequence[RestartTarget],
     secret_name: str,
@@ -45,34 +43,28 @@ def restart_targets(
     A workload that has no entry yet while the secret is still at its first version is left alone: its
     pods cannot hold any other value, and rolling them would be a restart for nothing.
     """
-    apps = client.AppsV1Api(api)
     patched: list[RestartTarget] = []
     for target in targets:
-        read, patch = _calls(apps, target.kind)
+        if target.kind not in WORKLOAD_KINDS:
+            raise RestartError(
+                f"restart target kind {target.kind!r} is not supported (Deployment, StatefulSet, DaemonSet)"
+            )
+        ref = WorkloadRef(target.kind, namespace, target.name)
         try:
-            obj = read(target.name, namespace)
-        except ApiException as e:
-            if e.status == 404:
+            annotations = cluster.read_workload_template_annotations(ref)
+            if annotations is None:
                 continue  # not there (yet): nothing runs with the old value
-            raise _error("get", target, e) from None
-        annotations: Mapping[str, str] = obj.spec.template.metadata.annotations or {}
-        versions = _parse(annotations.get(VERSIONS_ANNOTATION))
-        if versions.get(secret_name) == version_id:
-            continue
-        if secret_name not in versions and first_version:
-            continue
-        versions[secret_name] = version_id
-        body = {
-            "spec": {
-                "template": {
-                    "metadata": {"annotations": {VERSIONS_ANNOTATION: json.dumps(versions, sort_keys=True)}}
-                }
-            }
-        }
-        try:
-            patch(target.name, namespace, body)
-        except ApiException as e:
-            raise _error("patch", target, e) from None
+            versions = _parse(annotations.get(VERSIONS_ANNOTATION))
+            if versions.get(secret_name) == version_id:
+                continue
+            if secret_name not in versions and first_version:
+                continue
+            versions[secret_name] = version_id
+            cluster.patch_workload_template_annotations(
+                ref, {VERSIONS_ANNOTATION: json.dumps(versions, sort_keys=True)}
+            )
+        except KubernetesApiError as e:
+            raise RestartError(str(e)) from None
         patched.append(target)
     return patched
 
@@ -85,23 +77,3 @@ def _parse(raw: str | None) -> dict[str, str]:
     except ValueError:
         return {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _calls(apps: client.AppsV1Api, kind: str) -> tuple[Any, Any]:
-    if kind == "Deployment":
-        return apps.read_namespaced_deployment, apps.patch_namespaced_deployment
-    if kind == "StatefulSet":
-        return apps.read_namespaced_stateful_set, apps.patch_namespaced_stateful_set
-    if kind == "DaemonSet":
-        return apps.read_namespaced_daemon_set, apps.patch_namespaced_daemon_set
-    raise RestartError(f"restart target kind {kind!r} is not supported (Deployment, StatefulSet, DaemonSet)")
-
-
-def _error(verb: str, target: RestartTarget, e: ApiException) -> RestartError:
-    plural = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}[target.kind]
-    if e.status == 403:
-        return RestartError(
-            f"cannot {verb} {target.kind} {target.name}: the operator's ServiceAccount lacks '{verb}' on "
-            f"{plural} (apps)"
-        )
-    return RestartError(f"cannot {verb} {target.kind} {target.name}: HTTP {e.status} {e.reason}")

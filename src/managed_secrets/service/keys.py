@@ -13,16 +13,16 @@ import logging
 import threading
 from dataclasses import replace
 
+from managed_secrets.cluster.keyring import KeyringSecret
 from managed_secrets.crypto import LocalKeyring, key_id_of, rewrap
 from managed_secrets.domain import SecretRecord
 from managed_secrets.errors import ManagedSecretsError, WriteConflict
+from managed_secrets.names import KEK_HANDLED_ANNOTATION, ROTATE_KEK_ANNOTATION
 from managed_secrets.store import SecretVault
-from managed_secrets.store.keyring_secret import KeyringSecret
 
 log = logging.getLogger(__name__)
 
-ROTATE_KEK_ANNOTATION = "managedsecrets.io/rotate-kek"
-HANDLED_ANNOTATION = "managedsecrets.io/kek-rotation-handled"
+HANDLED_ANNOTATION = KEK_HANDLED_ANNOTATION
 
 
 class KeyManager:

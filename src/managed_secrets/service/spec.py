@@ -8,13 +8,9 @@ from typing import Any
 
 from managed_secrets.domain import SecretType
 from managed_secrets.errors import InvalidRequest
+from managed_secrets.names import VALUE_SOURCES
 from managed_secrets.projection import TargetSpec
 from managed_secrets.rotation.generators import PasswordPolicy, policy_from_spec
-
-API_GROUP = "managedsecrets.io"
-API_VERSION = "v1alpha1"
-KIND = "ManagedSecret"
-PLURAL = "managedsecrets"
 
 
 @dataclass(frozen=True)
@@ -53,13 +49,17 @@ class ManagedSecretSpec:
 
     @property
     def source_kind(self) -> str:
-        for name in ("generate", "valueFrom", "database", "sshKey", "external"):
-            if self.raw.get(name) is not None:
-                return name
-        return ""
+        return next((name for name in VALUE_SOURCES if self.raw.get(name) is not None), "")
 
 
 password_policy = policy_from_spec
+
+
+def _generated_key(index: int, key: Mapping[str, Any]) -> GeneratedKey:
+    try:
+        return GeneratedKey(str(key["name"]), password_policy(key))
+    except InvalidRequest as e:
+        raise type(e)(f"spec.generate.keys[{index}] ({key.get('name')}): {e}") from None
 
 
 def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
@@ -72,7 +72,7 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
     if spec.get("generate") is not None:
         g = spec["generate"]
         generate = GenerateSource(
-            keys=tuple(GeneratedKey(str(k["name"]), password_policy(k)) for k in g.get("keys") or ()),
+            keys=tuple(_generated_key(i, k) for i, k in enumerate(g.get("keys") or ())),
             static=dict(g.get("static") or {}),
         )
     value_from = None

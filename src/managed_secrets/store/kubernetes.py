@@ -17,13 +17,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from managed_secrets.errors import CorruptRecord, RecordNotFound, StoreError, WriteConflict
+
+__all__ = ["STORE_SECRET_TYPE", "KubernetesStore", "store_secret_name"]
+
+from managed_secrets.names import (
+    ATTRIBUTE_PREFIX,
+    SOURCE_ANNOTATION,
+    SOURCE_NAMESPACE_LABEL,
+    STORE_LABEL,
+    STORE_SECRET_TYPE,
+)
 from managed_secrets.store.base import RecordKey, StoredRecord, VersionStore
 
-STORE_SECRET_TYPE = "managedsecrets.io/versions"
-STORE_LABEL = "managedsecrets.io/store"
-SOURCE_NAMESPACE_LABEL = "managedsecrets.io/source-namespace"
-SOURCE_ANNOTATION = "managedsecrets.io/source"
-ATTRIBUTE_PREFIX = "attributes.managedsecrets.io/"
 DOCUMENT_KEY = "record"
 _MAX_NAME = 253
 

@@ -7,7 +7,6 @@ leaves the record as it was writes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -89,6 +88,7 @@ class SecretVault:
         change: Change,
         *,
         attributes: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
+        known: Loaded | None = None,
     ) -> SecretRecord | None:
         """Applies ``change`` to the stored record (None if there is none) and writes the result.
 
@@ -96,8 +96,26 @@ class SecretVault:
         record unchanged (and attributes unchanged) writes nothing. ``attributes`` maps the stored
         attributes to the new ones.
         """
+        loaded = self.change(key, change, attributes=attributes, known=known)
+        return loaded.record if loaded is not None else None
+
+    def change(
+        self,
+        key: RecordKey,
+        change: Change,
+        *,
+        attributes: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
+        known: Loaded | None = None,
+    ) -> Loaded | None:
+        """``update`` returning the record as now stored (with its new revision), for the caller to keep.
+
+        ``known`` is the record the caller has just read (or written): the first attempt computes from it
+        instead of reading again; the compare-and-swap write still refuses it if it is stale, and the next
+        attempt reads afresh.
+        """
         for _ in range(self._max_attempts):
-            loaded = self.load(key)
+            loaded = known if known is not None else self.load(key)
+            known = None
             before = loaded.record if loaded else None
             after = change(before)
             if after is None:
@@ -105,17 +123,17 @@ class SecretVault:
             old_attrs = dict(loaded.attributes) if loaded else {}
             new_attrs = dict(attributes(old_attrs)) if attributes else old_attrs
             if loaded and after == before and new_attrs == old_attrs:
-                return after
+                return loaded
             try:
-                self.store.write(
+                stored = self.store.write(
                     key,
-                    self._encode(after),
+                    codec.encode_record(after),
                     expected_revision=loaded.stored.revision if loaded else None,
                     attributes=new_attrs,
                 )
             except WriteConflict:
                 continue
-            return after
+            return Loaded(record=after, stored=stored)
         raise StoreError(f"record for {key} kept changing: gave up after {self._max_attempts} attempts")
 
     def set_attributes(self, key: RecordKey, attributes: Callable[[Mapping[str, str]], Mapping[str, str]]) -> None:
@@ -125,13 +143,8 @@ class SecretVault:
         return version_id_for(record.next_version_number if record else 1)
 
     @staticmethod
-    def _encode(record: SecretRecord) -> bytes:
-        return json.dumps(codec.to_document(record), sort_keys=True, separators=(",", ":")).encode()
-
-    @staticmethod
     def _decode(stored: StoredRecord) -> SecretRecord:
         try:
-            document = json.loads(stored.document)
-        except ValueError:
-            raise CorruptRecord(f"stored record for {stored.key} is not JSON") from None
-        return codec.from_document(document)
+            return codec.decode_record(stored.document)
+        except CorruptRecord as e:
+            raise CorruptRecord(f"stored record for {stored.key} is corrupt: {e}") from None

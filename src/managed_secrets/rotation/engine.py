@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from managed_secrets.domain import (
     RotationStep,
@@ -29,9 +28,9 @@ from managed_secrets.domain import (
     record_rotation_failure,
     record_rotation_step,
 )
-from managed_secrets.errors import ManagedSecretsError, RotationInProgress
-from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed, RotationStrategy, get_strategy
-from managed_secrets.store import RecordKey, SecretVault
+from managed_secrets.errors import ManagedSecretsError, RotationInProgress, safe_message
+from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed, RotationStrategy, SecretReader
+from managed_secrets.store import Loaded, RecordKey, SecretVault
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,8 @@ def failpoint(name: str) -> None:
 
 @dataclass(frozen=True)
 class Backoff:
+    """Exponential backoff: ``base_seconds`` doubled per attempt, never more than ``max_seconds``."""
+
     base_seconds: float = 30.0
     max_seconds: float = 3600.0
 
@@ -54,14 +55,13 @@ class Backoff:
         return dt.timedelta(seconds=min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
 
 
-def strategy_name(spec: Mapping[str, Any]) -> str | None:
-    for name in ("generate", "database", "sshKey", "external"):
-        if spec.get(name) is not None:
-            return name
-    return None
+Attributes = Callable[[Mapping[str, str]], Mapping[str, str]]
 
 
 class RotationEngine:
+    """Runs the four steps against the vault. Every method takes the record the caller holds (``Loaded``)
+    and returns the record as now stored, so a rotation reads the store once and writes once per step."""
+
     def __init__(self, vault: SecretVault, backoff: Backoff) -> None:
         self.vault = vault
         self.backoff = backoff
@@ -70,8 +70,8 @@ class RotationEngine:
         self,
         record: SecretRecord,
         version_id: str,
-        config: Mapping[str, Any],
-        read_secret: Any,
+        config: Mapping[str, object],
+        read_secret: SecretReader,
     ) -> RotationContext:
         current = self.vault.open(record, record.current) if record.current else None
         previous = self.vault.open(record, record.previous) if record.previous else None
@@ -87,18 +87,23 @@ class RotationEngine:
     def begin(
         self,
         key: RecordKey,
+        loaded: Loaded,
         strategy: RotationStrategy,
-        config: Mapping[str, Any],
-        request_id: str,
-        read_secret: Any,
+        config: Mapping[str, object],
         *,
+        request_id: str,
+        read_secret: SecretReader,
         key_id: str | None = None,
-    ) -> SecretRecord:
-        """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending."""
-        loaded = self.vault.load(key)
-        if loaded is None or loaded.record.current is None:
-            raise ManagedSecretsError(f"{key} has no current version to rotate yet")
+        attributes: Attributes | None = None,
+    ) -> Loaded:
+        """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending.
+
+        ``attributes`` (e.g. marking the request handled, clearing a recorded create failure) are written
+        in the same compare-and-swap as the pending version.
+        """
         record = loaded.record
+        if record.current is None:
+            raise ManagedSecretsError(f"{key} has no current version to rotate yet")
         pending = record.pending
         if pending is not None and pending.request_id != request_id:
             step = record.rotation.step.value if record.rotation else "?"
@@ -107,7 +112,7 @@ class RotationEngine:
                 f"rotated (request {pending.request_id!r}, step {step})"
             )
         if record.version_for_request(request_id) is not None:
-            return record  # created before (resume) or already finished
+            return loaded  # created before (resume) or already finished
         ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
         value = strategy.create(ctx)
         fingerprint = self.vault.fingerprint(value)
@@ -121,57 +126,57 @@ class RotationEngine:
             )
             return updated
 
-        record = self._update(key, change)
+        result = self._change(key, change, loaded, attributes)
         failpoint("after-create")
-        return record
+        return result
 
     def advance(
         self,
         key: RecordKey,
+        loaded: Loaded,
         strategy: RotationStrategy,
-        config: Mapping[str, Any],
-        read_secret: Any,
+        config: Mapping[str, object],
+        *,
+        read_secret: SecretReader,
         version_limit: int,
-    ) -> tuple[SecretRecord, bool]:
+    ) -> tuple[Loaded, bool]:
         """Runs the remaining steps of the rotation in flight; returns the record and whether it finished.
 
-        A failing step is recorded (with the time of the next attempt) and re-raised.
+        A failing step is recorded (with the time of the next attempt) and re-raised as ``RotationFailed``
+        carrying the record as stored after the failure.
         """
-        loaded = self.vault.load(key)
-        assert loaded is not None
         record = loaded.record
         progress = record.rotation
         if progress is None or record.pending is None:
-            return record, False
+            return loaded, False
         version_id = progress.version_id
-        pending_version = record.version(version_id)
-        pending = self.vault.open(record, pending_version)
+        pending = self.vault.open(record, record.version(version_id))
         ctx = self.context(record, version_id, config, read_secret)
         step = progress.step
         try:
             if step is RotationStep.CREATE or step is RotationStep.SET:
                 strategy.set(ctx, pending)
-                record = self._step(key, version_id, RotationStep.TEST)
+                loaded = self._step(key, loaded, version_id, RotationStep.TEST)
                 failpoint("after-set")
                 step = RotationStep.TEST
             if step is RotationStep.TEST:
                 strategy.test(ctx, pending)
-                record = self._step(key, version_id, RotationStep.FINISH)
+                loaded = self._step(key, loaded, version_id, RotationStep.FINISH)
                 failpoint("after-test")
                 step = RotationStep.FINISH
-            if step is RotationStep.FINISH:
-                strategy.finish(ctx, pending)
-                record = self._update(
-                    key, lambda r: apply_prune(finish_rotation(_req(r), version_id), version_limit)
-                )
-                failpoint("during-finish")
-                return record, True
+            strategy.finish(ctx, pending)
+            loaded = self._change(
+                key, lambda r: apply_prune(finish_rotation(_req(r), version_id), version_limit), loaded
+            )
+            failpoint("during-finish")
+            return loaded, True
         except Exception as e:
-            self._fail(key, version_id, step, e)
-            raise
-        return record, False
+            after = self._fail(key, loaded, version_id, step, e)
+            raise RotationFailed(after, e) from e
 
-    def _fail(self, key: RecordKey, version_id: str, step: RotationStep, error: Exception) -> None:
+    def _fail(
+        self, key: RecordKey, loaded: Loaded, version_id: str, step: RotationStep, error: Exception
+    ) -> Loaded | None:
         reason = describe(step, error)
         now = self.vault.clock.now()
 
@@ -181,24 +186,39 @@ class RotationEngine:
             return record_rotation_failure(r, version_id, reason, now, now + self.backoff.delay(attempts))
 
         try:
-            self._update(key, change)
+            return self._change(key, change, loaded)
         except ManagedSecretsError as e:
-            log.warning("could not record the failed rotation of %s: %s", key, e)
+            log.warning("could not record the failed rotation of %s: %s", key, safe_message(e))
+            return None
 
-    def _step(self, key: RecordKey, version_id: str, step: RotationStep) -> SecretRecord:
+    def _step(self, key: RecordKey, loaded: Loaded, version_id: str, step: RotationStep) -> Loaded:
         now = self.vault.clock.now()
-        return self._update(key, lambda r: record_rotation_step(_req(r), version_id, step, now))
+        return self._change(key, lambda r: record_rotation_step(_req(r), version_id, step, now), loaded)
 
-    def _update(self, key: RecordKey, change: Any) -> SecretRecord:
-        record = self.vault.update(key, change)
-        assert record is not None
-        return record
+    def _change(
+        self,
+        key: RecordKey,
+        change: Callable[[SecretRecord | None], SecretRecord | None],
+        known: Loaded,
+        attributes: Attributes | None = None,
+    ) -> Loaded:
+        result = self.vault.change(key, change, attributes=attributes, known=known)
+        if result is None:
+            raise ManagedSecretsError(f"the stored record of {key} disappeared during a rotation")
+        return result
+
+
+class RotationFailed(ManagedSecretsError):
+    """A rotation step failed; carries the record as stored after the failure was recorded (if it was)."""
+
+    def __init__(self, loaded: Loaded | None, cause: Exception) -> None:
+        self.loaded = loaded
+        self.cause = cause
+        super().__init__(safe_message(cause))
 
 
 def describe(step: RotationStep | str, error: BaseException) -> str:
     """A failure reason safe for status and Events (strategy messages are written never to hold values)."""
-    from managed_secrets.service.reconcile import safe_message
-
     if isinstance(error, RotationStepFailed):
         return f"{error.reason}: {error}"
     return f"{getattr(step, 'value', step)} step failed: {safe_message(error)}"
@@ -216,13 +236,3 @@ def initial_value(strategy: RotationStrategy, ctx: RotationContext) -> SecretVal
     strategy.set(ctx, value)
     strategy.test(ctx, value)
     return value
-
-
-def strategy_for(spec: Mapping[str, Any]) -> tuple[RotationStrategy, Mapping[str, Any]] | None:
-    name = strategy_name(spec)
-    if name is None:
-        return None
-    from managed_secrets.rotation import strategies  # registers the built-in strategies
-
-    strategies.load_all()
-    return get_strategy(name), spec[name]

@@ -1,0 +1,91 @@
+"""What one reconcile pass carries from room to room: the parsed resource, the record as last stored, the
+outcome being built, and the collaborators (vault, cluster, events, metrics, rotation engine).
+
+Every room reads the record from here and puts back what its write returned, so a pass reads the store once
+and each write starts from the revision the previous one produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from managed_secrets.cluster import Cluster
+from managed_secrets.domain import SecretRecord, SecretValue, Version
+from managed_secrets.metrics import OperatorMetrics
+from managed_secrets.rotation.engine import RotationEngine
+from managed_secrets.service.conditions import Outcome
+from managed_secrets.service.events import EventRecorder
+from managed_secrets.service.resource import ManagedSecretResource
+from managed_secrets.service.spec import ManagedSecretSpec
+from managed_secrets.store import Loaded, RecordKey, SecretVault
+
+__all__ = ["Deps", "Pass"]
+
+
+@dataclass(frozen=True)
+class Deps:
+    """The service's collaborators, built once at start-up."""
+
+    vault: SecretVault
+    cluster: Cluster
+    events: EventRecorder
+    metrics: OperatorMetrics
+    engine: RotationEngine
+
+    def now(self) -> dt.datetime:
+        return self.vault.clock.now()
+
+
+@dataclass
+class Pass:
+    """One reconcile of one ManagedSecret."""
+
+    deps: Deps
+    resource: ManagedSecretResource
+    spec: ManagedSecretSpec
+    outcome: Outcome = field(default_factory=Outcome)
+    loaded: Loaded | None = None
+    _opened: dict[tuple[str, bytes], SecretValue] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> RecordKey:
+        return self.resource.key
+
+    @property
+    def record(self) -> SecretRecord | None:
+        return self.loaded.record if self.loaded is not None else None
+
+    @property
+    def attributes(self) -> Mapping[str, str]:
+        return self.loaded.attributes if self.loaded is not None else {}
+
+    def keep(self, loaded: Loaded | None) -> SecretRecord | None:
+        """Remember the record as the store now holds it; returns it."""
+        self.loaded = loaded
+        return self.record
+
+    def open(self, version: Version) -> SecretValue:
+        """The plaintext of ``version``, decrypted at most once per pass (and never kept beyond it)."""
+        record = self.record
+        assert record is not None
+        cached = (version.id, version.sealed)
+        if cached not in self._opened:
+            self._opened[cached] = self.deps.vault.open(record, version)
+        return self._opened[cached]
+
+    def open_current(self) -> SecretValue | None:
+        record = self.record
+        return self.open(record.current) if record is not None and record.current is not None else None
+
+    def read_secret(self, name: str) -> Mapping[str, bytes]:
+        """A Secret in the ManagedSecret's namespace, for strategies (``{}`` if it does not exist)."""
+        live = self.deps.cluster.read_secret(self.resource.namespace, name)
+        return dict(live.data) if live is not None else {}
+
+    def normal(self, reason: str, message: str) -> None:
+        self.deps.events.normal(self.resource.event_ref, reason, message)
+
+    def warning(self, reason: str, message: str) -> None:
+        self.deps.events.warning(self.resource.event_ref, reason, message)

@@ -1,0 +1,224 @@
+"""The rotation trigger acted on: start, refuse, wait or advance, with Events, metrics and conditions.
+
+The decision itself is ``rotation.trigger.decide`` (pure). A failure of the *create* step (no pending
+version yet) is persisted in the store attributes beside the record, with its backoff, so a restart neither
+forgets it nor retries at once; a failure of a later step is persisted in the record's rotation progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+
+from managed_secrets.domain.clock import iso
+from managed_secrets.domain.schedule import RotationSchedule
+from managed_secrets.errors import ManagedSecretsError, RotationInProgress
+from managed_secrets.metrics import RotationResult
+from managed_secrets.names import (
+    CREATE_FAILURES,
+    CREATE_RETRY_AFTER,
+    LAST_ROTATE_REQUEST,
+    LAST_STAGE_MOVE_TIME,
+)
+from managed_secrets.rotation import trigger
+from managed_secrets.rotation.engine import RotationFailed, describe
+from managed_secrets.rotation.strategies import strategy_for
+from managed_secrets.rotation.strategy import RotationStepFailed, RotationStrategy
+from managed_secrets.service.context import Pass
+
+__all__ = ["create_failure", "rotate"]
+
+log = logging.getLogger(__name__)
+
+
+def create_failure(attributes: Mapping[str, str]) -> trigger.CreateFailure | None:
+    """The persisted create failure, if any (unreadable attributes count as none)."""
+    try:
+        return trigger.CreateFailure(
+            int(attributes[CREATE_FAILURES]), dt.datetime.fromisoformat(attributes[CREATE_RETRY_AFTER])
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _stage_moved(attributes: Mapping[str, str]) -> dt.datetime | None:
+    moved = attributes.get(LAST_STAGE_MOVE_TIME)
+    try:
+        return dt.datetime.fromisoformat(moved) if moved else None
+    except ValueError:
+        return None
+
+
+def _mark(p: Pass, request: str) -> None:
+    p.keep(
+        p.deps.vault.change(
+            p.key, lambda r: r, attributes=lambda a: {**a, LAST_ROTATE_REQUEST: request}, known=p.loaded
+        )
+    )
+
+
+def rotate(p: Pass) -> None:
+    """Resumes a rotation in flight, or starts one that is requested or due. ACSCurrent is never lost."""
+    record = p.record
+    assert record is not None and record.current is not None
+    request = p.resource.rotate_request
+    handled = p.attributes.get(LAST_ROTATE_REQUEST, "")
+    found = strategy_for(p.spec.raw)
+    if found is None:
+        if request and request != handled:
+            _mark(p, request)
+            p.warning(
+                "RotationNotSupported",
+                f"rotation request {request!r} ignored: a valueFrom secret gets a new version when its source "
+                "Secret changes",
+            )
+        return
+    strategy, config = found
+    decision = trigger.decide(
+        record,
+        RotationSchedule.from_spec(p.spec.raw.get("rotation")),
+        request=request,
+        handled=handled,
+        failure=create_failure(p.attributes),
+        stage_moved=_stage_moved(p.attributes),
+        now=p.deps.now(),
+    )
+    if isinstance(decision, trigger.Start):
+        if not _begin(p, strategy, config, decision):
+            return
+        decision = trigger.advance(p.record or record, p.deps.now())
+    elif isinstance(decision, trigger.Refuse):
+        p.deps.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
+        _mark(p, decision.request_id)
+        p.warning(
+            "RotationInProgress",
+            f"rotation request {decision.request_id!r} refused: version {decision.pending_version} is already "
+            f"being rotated (request {decision.pending_request!r})",
+        )
+        decision = trigger.advance(p.record or record, p.deps.now())
+
+    waiting = isinstance(decision, trigger.WaitUntil)
+    if isinstance(decision, trigger.WaitUntil):
+        p.outcome.wake(decision.when)  # RotationFailed keeps what the failure set
+    elif isinstance(decision, trigger.Advance) and not _advance(p, strategy, config):
+        return
+    _finish_pass(p, strategy, waiting=waiting)
+
+
+def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], start: trigger.Start) -> bool:
+    """Step *create*; False when it failed (the failure and its backoff are persisted) or was refused."""
+    assert p.loaded is not None
+
+    def attributes(a: Mapping[str, str]) -> Mapping[str, str]:
+        kept = {k: v for k, v in a.items() if k not in (CREATE_FAILURES, CREATE_RETRY_AFTER)}
+        return {**kept, LAST_ROTATE_REQUEST: start.request_id} if start.requested else kept
+
+    try:
+        p.keep(
+            p.deps.engine.begin(
+                p.key,
+                p.loaded,
+                strategy,
+                config,
+                request_id=start.request_id,
+                read_secret=p.read_secret,
+                key_id=p.spec.encryption_key,
+                attributes=attributes,
+            )
+        )
+    except RotationInProgress as e:
+        p.deps.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
+        _mark(p, start.request_id)
+        p.warning("RotationInProgress", str(e))
+        return False
+    except ManagedSecretsError as e:
+        p.deps.metrics.record_rotation(strategy.name, RotationResult.FAILED)
+        previous = create_failure(p.attributes)
+        attempts = (previous.attempts if previous else 0) + 1
+        now = p.deps.now()
+        retry = now + p.deps.engine.backoff.delay(attempts)
+        p.keep(
+            p.deps.vault.change(
+                p.key,
+                lambda r: r,
+                attributes=lambda a: {**a, CREATE_FAILURES: str(attempts), CREATE_RETRY_AFTER: iso(retry)},
+                known=p.loaded,
+            )
+        )
+        p.outcome.wake(retry)
+        message = describe("create", e)
+        p.outcome.add("RotationFailed", "True", _reason(e), message)
+        _warn_once(p, _reason(e), message)
+        return False
+    record = p.record
+    pending_id = record.pending.id if record is not None and record.pending else "?"
+    p.normal("RotationStarted", f"rotation {start.request_id!r} created version {pending_id} as ACSPending")
+    return True
+
+
+def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) -> bool:
+    """Runs the remaining steps; False when a step failed (recorded with its retry time)."""
+    assert p.loaded is not None
+    progress = p.loaded.record.rotation
+    assert progress is not None
+    try:
+        loaded, finished = p.deps.engine.advance(
+            p.key, p.loaded, strategy, config, read_secret=p.read_secret, version_limit=p.spec.version_limit
+        )
+    except RotationFailed as e:
+        p.deps.metrics.record_rotation(strategy.name, RotationResult.FAILED)
+        if e.loaded is not None:
+            p.keep(e.loaded)
+        record = p.record
+        failed = record.rotation if record is not None else None
+        message = failed.last_error if failed and failed.last_error else describe("rotation", e.cause)
+        p.outcome.add("RotationFailed", "True", _reason(e.cause), message)
+        p.outcome.wake(failed.next_attempt if failed else None)
+        _warn_once(p, _reason(e.cause), message)
+        return False
+    p.keep(loaded)
+    record = loaded.record
+    if finished and record.current is not None:
+        took = (p.deps.now() - progress.started).total_seconds()
+        p.deps.metrics.record_rotation(strategy.name, RotationResult.SUCCEEDED, max(0.0, took))
+        p.outcome.rotated = record.current.id
+        p.normal(
+            "Rotated",
+            f"version {record.current.id} is now ACSCurrent"
+            + (f", {record.previous.id} ACSPrevious" if record.previous else ""),
+        )
+        log.info("rotated %s to %s", p.key, record.current.id)
+    return True
+
+
+def _finish_pass(p: Pass, strategy: RotationStrategy, *, waiting: bool) -> None:
+    record = p.record
+    assert record is not None
+    current = p.open_current()
+    if current is not None:
+        p.outcome.public_key = strategy.public_data(current).get("publicKey")
+    in_flight = record.rotation
+    if not waiting:
+        p.outcome.add("RotationFailed", "False", "NoFailure", "the last rotation step succeeded")
+    if in_flight is None:
+        p.outcome.next_rotation = trigger.next_due(
+            RotationSchedule.from_spec(p.spec.raw.get("rotation")),
+            record,
+            record.secret_id,
+            _stage_moved(p.attributes),
+        )
+
+
+def _warn_once(p: Pass, reason: str, message: str) -> None:
+    before = p.resource.old_condition("RotationFailed")
+    if before.get("status") != "True" or before.get("message") != message:
+        p.warning(reason, message)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, RotationStepFailed):
+        return error.reason
+    if isinstance(error, RotationInProgress):
+        return "RotationInProgress"
+    return "RotationError" if isinstance(error, ManagedSecretsError) else "APIError"

@@ -1,0 +1,62 @@
+"""UpdateSecretVersionStage by annotation (``kubectl msecret rollback`` / ``label``).
+
+The annotation holds a ``StageMoveRequest`` (``{"label": "ACSCurrent", "version": "v3", "id": "..."}``);
+each request id is applied once, remembered in the store attributes with the time of the move (a rollback
+restarts the rotation schedule from then).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from managed_secrets.domain import move_label
+from managed_secrets.domain.clock import iso
+from managed_secrets.errors import IntegrityError, InvalidRequest
+from managed_secrets.names import LAST_STAGE_MOVE, LAST_STAGE_MOVE_TIME, StageMoveRequest
+from managed_secrets.service.context import Pass
+
+__all__ = ["move_stage"]
+
+log = logging.getLogger(__name__)
+
+
+def move_stage(p: Pass) -> None:
+    raw = p.resource.stage_move_request
+    if not raw:
+        return
+    try:
+        request = StageMoveRequest.decode(raw)
+    except ValueError as e:
+        p.warning("InvalidStageMove", str(e))
+        return
+    if p.attributes.get(LAST_STAGE_MOVE) == request.id:
+        return
+    vault = p.deps.vault
+    now = iso(p.deps.now())
+    label, version = request.label, request.version
+    try:
+        _check_opens(p, version)
+        p.keep(
+            vault.change(
+                p.key,
+                lambda r: move_label(r, label, version) if r else r,
+                attributes=lambda a: {**a, LAST_STAGE_MOVE: request.id, LAST_STAGE_MOVE_TIME: now},
+                known=p.loaded,
+            )
+        )
+    except (InvalidRequest, IntegrityError) as e:
+        p.keep(vault.change(p.key, lambda r: r, attributes=lambda a: {**a, LAST_STAGE_MOVE: request.id}))
+        p.warning("StageMoveRefused", f"moving {label} to {version} refused: {e}")
+        return
+    p.normal("StageMoved", f"{label} moved to version {version}")
+    log.info("moved %s of %s to %s", label, p.key, version)
+
+
+def _check_opens(p: Pass, version_id: str) -> None:
+    """A label never moves onto a version that does not decrypt (tampered or sealed under a lost key)."""
+    record = p.record
+    if record is None:
+        return
+    found = record.find_version(version_id)
+    if found is not None:
+        p.open(found)

@@ -1,0 +1,649 @@
+"""The reconcile service end to end over the in-memory store, the in-memory cluster and a manual clock.
+
+Each test drives the real ``ManagedSecretService`` the way the Kopf handlers do; what only a real API server
+can prove (RBAC, crash failpoints, audit-log write counts, garbage collection) stays in tests/integration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from managed_secrets.cluster import OwnerRef, WorkloadRef
+from managed_secrets.errors import IntegrityError, StoreError
+from managed_secrets.names import (
+    CREATE_FAILURES,
+    CREATE_RETRY_AFTER,
+    DATA_HASH_ANNOTATION,
+    DELETED_AT,
+    MOVE_STAGE_ANNOTATION,
+    OWNER_ANNOTATION,
+    RESTORE_ANNOTATION,
+    ROTATE_ANNOTATION,
+    VERSION_ANNOTATION,
+    WORKLOAD_VERSIONS_ANNOTATION,
+    StageMoveRequest,
+)
+from managed_secrets.rotation.strategies import load_all
+from managed_secrets.rotation.strategies.generic import GenerateStrategy
+from managed_secrets.rotation.strategy import RotationStepFailed
+from managed_secrets.store import RecordKey
+from support.world import NAMESPACE, World, managed_secret
+
+load_all()
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def ready(world: World, name: str) -> bool:
+    return world.condition(name, "Ready").get("status") == "True"
+
+
+# --- create, idempotence -------------------------------------------------------------------------------
+
+
+def test_create_stores_v1_projects_it_and_reports_ready(world: World) -> None:
+    world.apply(
+        managed_secret("db", generate={"keys": [{"name": "password", "length": 24}], "static": {"user": "app"}})
+    )
+    outcome = world.reconcile("db")
+
+    assert outcome.new_version == "v1"
+    secret = world.secret("db")
+    assert secret is not None
+    assert secret.data["user"] == b"app" and len(secret.data["password"]) == 24
+    assert secret.annotations[VERSION_ANNOTATION] == "v1"
+    assert secret.annotations[OWNER_ANNOTATION] == f"{NAMESPACE}/db"
+    assert secret.owner_references == (
+        OwnerRef("managedsecrets.io/v1alpha1", "ManagedSecret", "db", world.ms("db")["metadata"]["uid"], True),
+    )
+    assert ready(world, "db")
+    status = world.status("db")
+    assert status["currentVersion"] == "v1" and status["projectedSecret"] == "db"
+    assert world.events() == ["VersionCreated", "Projected"]
+    # The store holds ciphertext only.
+    stored = world.store.read(RecordKey(NAMESPACE, "db")).document
+    assert secret.data["password"] not in stored
+
+
+def test_second_reconcile_of_an_unchanged_world_writes_nothing(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    mark = world.mark()
+    reads = world.store.reads
+    world.reconcile("db")
+    world.reconcile("db")
+    assert world.writes_since(mark) == ([], 0, [])
+    assert world.store.reads - reads == 2, "one store read per reconcile"
+
+
+def test_create_costs_one_store_write_one_secret_one_status_patch(world: World) -> None:
+    world.apply(managed_secret("db"))
+    mark = world.mark()
+    world.reconcile("db")
+    writes, store_writes, _ = world.writes_since(mark)
+    assert store_writes == 1
+    assert [(w.verb, w.resource) for w in writes if w.resource != "events"] == [
+        ("create", "secrets"),
+        ("patch", "managedsecrets/status"),
+    ]
+
+
+def test_a_new_generated_key_keeps_the_others(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    first = world.value("db")["password"]
+    world.edit("db", generate={"keys": [{"name": "password"}, {"name": "token"}]})
+    outcome = world.reconcile("db")
+    assert outcome.new_version == "v2"
+    value = world.value("db")
+    assert value["password"] == first and set(value) == {"password", "token"}
+    assert world.record("db").previous is not None
+
+
+def test_template_change_reprojects_without_a_new_version(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    world.edit("db", target={"template": {"data": {"URL": "postgres://app:{{ password }}@db"}}})
+    outcome = world.reconcile("db")
+    assert outcome.new_version is None
+    secret = world.secret("db")
+    assert secret is not None
+    assert secret.data["URL"] == b"postgres://app:" + world.value("db")["password"] + b"@db"
+    assert [v.id for v in world.record("db").versions] == ["v1"]
+
+
+# --- valueFrom -----------------------------------------------------------------------------------------
+
+
+def test_value_from_a_secret_and_its_changes(world: World) -> None:
+    world.put_secret("source", {"api-key": b"one"})
+    world.apply(managed_secret("key", valueFrom={"secretRef": {"name": "source"}}))
+    world.reconcile("key")
+    assert world.value("key") == {"api-key": b"one"}
+    world.put_secret("source", {"api-key": b"two"})
+    outcome = world.reconcile("key")
+    assert outcome.new_version == "v2"
+    secret = world.secret("key")
+    assert secret is not None and secret.data == {"api-key": b"two"}
+
+
+def test_missing_value_from_source_waits_with_a_condition(world: World) -> None:
+    world.apply(managed_secret("key", valueFrom={"secretRef": {"name": "absent"}}))
+    outcome = world.reconcile("key")
+    ready_condition = world.condition("key", "Ready")
+    assert ready_condition["status"] == "False" and ready_condition["reason"] == "SourceUnavailable"
+    assert "absent" in ready_condition["message"]
+    assert outcome.wake_at is None, "the Secret watch brings it back when the source appears"
+    assert world.events("Warning") == ["SourceUnavailable"]
+    world.reconcile("key")
+    assert world.events("Warning") == ["SourceUnavailable"], "the same failure is not re-posted"
+
+
+def test_value_from_missing_keys(world: World) -> None:
+    world.put_secret("source", {"a": b"1"})
+    world.apply(managed_secret("key", valueFrom={"secretRef": {"name": "source", "keys": ["a", "b"]}}))
+    world.reconcile("key")
+    assert "lacks the keys ['b']" in world.condition("key", "Ready")["message"]
+
+
+def test_a_rotation_request_on_value_from_is_ignored_once(world: World) -> None:
+    world.put_secret("source", {"a": b"1"})
+    world.apply(managed_secret("key", valueFrom={"secretRef": {"name": "source"}}))
+    world.reconcile("key")
+    world.edit("key", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("key")
+    world.reconcile("key")
+    assert world.events("Warning") == ["RotationNotSupported"]
+
+
+# --- rotation ------------------------------------------------------------------------------------------
+
+
+def test_requested_rotation_runs_all_steps_in_one_read_and_four_writes(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    old = world.value("db")
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    reads, mark = world.store.reads, world.mark()
+    outcome = world.reconcile("db")
+    assert outcome.rotated == "v2"
+    _, store_writes, events = world.writes_since(mark)
+    assert world.store.reads - reads == 1
+    assert store_writes == 4, "create (with the request marked), set, test, finish"
+    assert events == ["RotationStarted", "Rotated", "Projected"]
+    record = world.record("db")
+    assert record.current is not None and record.current.id == "v2"
+    assert record.previous is not None and record.previous.id == "v1"
+    assert world.value("db", "v1") == old
+    assert ready(world, "db") and world.condition("db", "RotationFailed")["status"] == "False"
+    assert world.status("db")["lastRotationTime"]
+    mark = world.mark()
+    world.reconcile("db")
+    assert world.writes_since(mark) == ([], 0, []), "a handled request is not rotated again"
+
+
+def test_interval_rotation_after_downtime_rotates_once(world: World) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
+    outcome = world.reconcile("db")
+    assert outcome.next_rotation == world.clock.now() + dt.timedelta(hours=1)
+    assert world.service.scheduler.due_time(NAMESPACE, "db") == outcome.next_rotation
+    assert world.status("db")["nextRotationTime"] == "2026-01-01T01:00:00Z"
+
+    world.clock.advance(hours=5)  # the operator was away for five intervals
+    assert world.reconcile("db").rotated == "v2"
+    for _ in range(3):
+        assert world.reconcile("db").rotated is None
+    assert [v.id for v in world.record("db").versions] == ["v1", "v2"]
+    assert world.reconcile("db").next_rotation == world.clock.now() + dt.timedelta(hours=1)
+
+
+def test_nothing_rotates_before_it_is_due(world: World) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
+    world.reconcile("db")
+    world.clock.advance(minutes=59)
+    mark = world.mark()
+    assert world.reconcile("db").rotated is None
+    assert world.writes_since(mark) == ([], 0, [])
+
+
+def test_restart_rotates_nothing(world: World) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
+    world.reconcile("db")
+    later = world.restarted()
+    mark = later.mark()
+    assert later.reconcile("db").rotated is None
+    assert later.writes_since(mark) == ([], 0, [])
+
+
+@pytest.fixture
+def failing_test_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The generate strategy's *test* step fails while the list holds a truthy value (set it to 1)."""
+    failing = [0]
+
+    def test(self: GenerateStrategy, ctx: object, pending: object) -> None:
+        if failing[0]:
+            raise RotationStepFailed("test", "LoginFailed", "the new credentials were refused")
+
+    monkeypatch.setattr(GenerateStrategy, "test", test)
+    yield failing
+
+
+def test_failed_step_leaves_current_untouched_and_retries_with_backoff(
+    world: World, failing_test_step: list[int]
+) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    failing_test_step[0] = 1
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    outcome = world.reconcile("db")
+
+    record = world.record("db")
+    assert record.current is not None and record.current.id == "v1"
+    assert record.pending is not None and record.pending.id == "v2"
+    failed = world.condition("db", "RotationFailed")
+    assert failed["status"] == "True" and failed["reason"] == "LoginFailed"
+    assert world.condition("db", "Rotating")["status"] == "True"
+    assert outcome.wake_at == world.clock.now() + dt.timedelta(seconds=30)
+    secret = world.secret("db")
+    assert secret is not None and secret.annotations[VERSION_ANNOTATION] == "v1"
+    assert world.events("Warning") == ["LoginFailed"]
+
+    # Before the retry time nothing is tried again, and the failure stays reported.
+    world.clock.advance(seconds=10)
+    mark = world.mark()
+    world.reconcile("db")
+    assert world.writes_since(mark) == ([], 0, [])
+    assert world.condition("db", "RotationFailed")["status"] == "True"
+
+    # The second failure doubles the wait.
+    world.clock.advance(seconds=25)
+    assert world.reconcile("db").wake_at == world.clock.now() + dt.timedelta(seconds=60)
+    assert world.record("db").rotation is not None and world.record("db").rotation.attempts == 2  # type: ignore[union-attr]
+
+    failing_test_step[0] = 0
+    world.clock.advance(seconds=61)
+    assert world.reconcile("db").rotated == "v2"
+    assert world.condition("db", "RotationFailed")["status"] == "False"
+
+
+def test_a_second_request_while_one_is_pending_is_refused(world: World, failing_test_step: list[int]) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    failing_test_step[0] = 1
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("db")
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r2"})
+    world.clock.advance(seconds=1)
+    world.reconcile("db")
+    world.reconcile("db")
+    assert world.events("Warning").count("RotationInProgress") == 1
+    record = world.record("db")
+    assert [v.id for v in record.versions] == ["v1", "v2"]
+    assert record.pending is not None and record.pending.request_id == "r1"
+    samples = world.metrics.exposition().decode()
+    assert 'managed_secrets_rotations_total{result="refused",strategy="generate"} 1.0' in samples
+
+
+def test_create_failure_is_persisted_and_survives_a_restart(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+
+    def broken(self: GenerateStrategy, ctx: object) -> object:
+        raise RotationStepFailed("create", "GeneratorDown", "no value could be made")
+
+    monkeypatch.setattr(GenerateStrategy, "create", broken)
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    outcome = world.reconcile("db")
+    assert world.condition("db", "RotationFailed")["reason"] == "GeneratorDown"
+    attributes = world.attributes("db")
+    assert attributes[CREATE_FAILURES] == "1"
+    assert outcome.wake_at == dt.datetime.fromisoformat(attributes[CREATE_RETRY_AFTER])
+
+    later = world.restarted()  # the backoff is not forgotten
+    mark = later.mark()
+    later.reconcile("db")
+    assert later.writes_since(mark) == ([], 0, [])
+
+    monkeypatch.undo()
+    load_all()
+    world.clock.advance(seconds=31)
+    assert later.reconcile("db").rotated == "v2"
+    assert CREATE_FAILURES not in later.attributes("db")
+    assert later.condition("db", "RotationFailed")["status"] == "False"
+
+
+def test_ssh_key_publishes_its_public_key(world: World) -> None:
+    world.apply(managed_secret("ssh", type="SSHKey", sshKey={"algorithm": "ed25519"}))
+    world.reconcile("ssh")
+    assert world.status("ssh")["publicKey"].startswith("ssh-ed25519 ")
+    secret = world.secret("ssh")
+    assert secret is not None and b"PRIVATE KEY" in secret.data["ssh-privatekey"]
+    assert b"PRIVATE KEY" not in json.dumps(world.status("ssh")).encode()
+
+
+# --- stage moves ---------------------------------------------------------------------------------------
+
+
+def rotated_twice(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    for request in ("r1", "r2"):
+        world.edit("db", annotations={ROTATE_ANNOTATION: request})
+        world.reconcile("db")
+
+
+def test_rollback_by_annotation_moves_current_and_reprojects(world: World) -> None:
+    rotated_twice(world)
+    move = StageMoveRequest(label="ACSCurrent", version="v1", id="m1")
+    world.edit("db", annotations={MOVE_STAGE_ANNOTATION: move.encode()})
+    world.reconcile("db")
+    record = world.record("db")
+    assert record.current is not None and record.current.id == "v1"
+    secret = world.secret("db")
+    assert secret is not None and secret.annotations[VERSION_ANNOTATION] == "v1"
+    assert "StageMoved" in world.events()
+    mark = world.mark()
+    world.reconcile("db")
+    assert world.writes_since(mark) == ([], 0, []), "each move request is applied once"
+
+
+def test_invalid_and_refused_stage_moves(world: World) -> None:
+    rotated_twice(world)
+    world.edit("db", annotations={MOVE_STAGE_ANNOTATION: "{not json"})
+    world.reconcile("db")
+    assert world.events("Warning") == ["InvalidStageMove"]
+    world.edit(
+        "db", annotations={MOVE_STAGE_ANNOTATION: json.dumps({"label": "ACSCurrent", "version": "v9", "id": "m2"})}
+    )
+    world.reconcile("db")
+    world.reconcile("db")
+    assert world.events("Warning").count("StageMoveRefused") == 1
+    assert world.record("db").current.id == "v3"  # type: ignore[union-attr]
+
+
+def test_rollback_onto_a_tampered_version_is_refused(world: World) -> None:
+    rotated_twice(world)
+    key = RecordKey(NAMESPACE, "db")
+    loaded = world.vault.load(key)
+    assert loaded is not None
+    record = loaded.record
+    old = record.version("v1")
+    flipped = bytearray(old.sealed)
+    flipped[-1] ^= 1
+    tampered = replace(
+        record, versions=tuple(replace(v, sealed=bytes(flipped)) if v.id == "v1" else v for v in record.versions)
+    )
+    world.vault.update(key, lambda r: tampered)
+    world.edit("db", annotations={MOVE_STAGE_ANNOTATION: StageMoveRequest("ACSCurrent", "v1", "m3").encode()})
+    world.reconcile("db")
+    assert world.record("db").current.id == "v3"  # type: ignore[union-attr]
+    assert "StageMoveRefused" in world.events("Warning")
+    assert ready(world, "db")
+
+
+# --- drift ---------------------------------------------------------------------------------------------
+
+
+def test_edited_and_deleted_projection_is_reverted(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    secret = world.secret("db")
+    assert secret is not None
+    world.cluster.put_secret(replace(secret, data={"password": b"edited"}))
+    world.reconcile("db")
+    restored = world.secret("db")
+    assert restored is not None and restored.data == {"password": world.value("db")["password"]}
+    assert "DriftReverted" in world.events()
+    del world.cluster.secrets[(NAMESPACE, "db")]
+    world.reconcile("db")
+    assert world.secret("db") is not None
+    assert world.events()[-1] == "Projected"
+
+
+def test_drift_is_only_reported_under_report(world: World) -> None:
+    world.apply(managed_secret("db", target={"driftPolicy": "Report"}))
+    world.reconcile("db")
+    secret = world.secret("db")
+    assert secret is not None
+    world.cluster.put_secret(replace(secret, data={"password": b"edited"}))
+    world.reconcile("db")
+    assert world.secret("db").data == {"password": b"edited"}  # type: ignore[union-attr]
+    assert world.condition("db", "Drifted")["status"] == "True"
+
+
+def test_a_foreign_secret_is_not_overwritten_unless_adopted(world: World) -> None:
+    world.put_secret("db", {"mine": b"keep"})
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    not_owned = world.condition("db", "Ready")
+    assert not_owned["reason"] == "SecretNotOwned" and "adoptExisting" in not_owned["message"]
+    assert world.condition("db", "Projected")["status"] == "False"
+    assert world.secret("db").data == {"mine": b"keep"}  # type: ignore[union-attr]
+    world.edit("db", target={"adoptExisting": True})
+    world.reconcile("db")
+    assert ready(world, "db")
+    assert world.secret("db").annotations[OWNER_ANNOTATION] == f"{NAMESPACE}/db"  # type: ignore[union-attr]
+
+
+def test_a_changed_secret_type_replaces_the_object(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    world.edit(
+        "db",
+        target={"type": "kubernetes.io/basic-auth"},
+        generate={"keys": [{"name": "password"}], "static": {"username": "u"}},
+    )
+    world.reconcile("db")
+    secret = world.secret("db")
+    assert secret is not None and secret.type == "kubernetes.io/basic-auth"
+    verbs = [w.verb for w in world.cluster.writes_of("secrets")]
+    assert verbs == ["create", "delete", "create"]
+
+
+def test_target_rename_deletes_the_old_projection(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    world.edit("db", target={"name": "db-v2"})
+    world.reconcile("db")
+    assert world.secret("db") is None and world.secret("db-v2") is not None
+    assert "ProjectionMoved" in world.events()
+
+
+def test_include_previous_projects_both(world: World) -> None:
+    world.apply(managed_secret("db", target={"includePrevious": True}))
+    world.reconcile("db")
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("db")
+    secret = world.secret("db")
+    assert secret is not None
+    assert secret.data["password_PREVIOUS"] == world.value("db", "v1")["password"]
+
+
+# --- restart targets -----------------------------------------------------------------------------------
+
+
+def test_restart_targets_roll_once_per_version(world: World) -> None:
+    web = WorkloadRef("Deployment", NAMESPACE, "web")
+    world.cluster.workloads[web] = {}
+    world.apply(
+        managed_secret(
+            "db", restartTargets=[{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "absent"}]
+        )
+    )
+    world.reconcile("db")
+    assert world.cluster.writes_of("deployments") == [], "the first version restarts nothing"
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("db")
+    world.reconcile("db")
+    assert len(world.cluster.writes_of("deployments")) == 1
+    assert json.loads(world.cluster.workloads[web][WORKLOAD_VERSIONS_ANNOTATION]) == {"db": "v2"}
+    assert "RestartedTarget" in world.events()
+
+
+def test_a_restart_target_that_cannot_be_patched_fails_ready(world: World) -> None:
+    world.cluster.workloads[WorkloadRef("Deployment", NAMESPACE, "web")] = {
+        WORKLOAD_VERSIONS_ANNOTATION: '{"db": "v0"}'
+    }
+    world.cluster.deny("patch", "deployments")
+    world.apply(managed_secret("db", restartTargets=[{"kind": "Deployment", "name": "web"}]))
+    with pytest.raises(Exception, match="lacks 'patch' on deployments"):
+        world.reconcile("db")
+    failed = world.condition("db", "Ready")
+    assert failed["reason"] == "RestartFailed" and "lacks 'patch'" in failed["message"]
+
+
+# --- failure conditions --------------------------------------------------------------------------------
+
+
+def test_template_error_names_the_key_never_the_value(world: World) -> None:
+    world.apply(managed_secret("db", target={"template": {"data": {"URL": "{{ password | nosuchfilter }}"}}}))
+    world.reconcile("db")
+    failed = world.condition("db", "Projected")
+    assert failed["status"] == "False" and failed["reason"] == "TemplateError"
+    assert "URL" in failed["message"]
+    assert world.value("db")["password"].decode() not in json.dumps(world.status("db"))
+
+
+def test_an_unparseable_spec_gets_a_condition_and_no_retry(world: World) -> None:
+    world.apply(
+        managed_secret(
+            "db", generate={"keys": [{"name": "password", "excludeCharacters": "".join(map(chr, range(32, 127)))}]}
+        )
+    )
+    outcome = world.reconcile("db")
+    failed = world.condition("db", "Ready")
+    assert failed["status"] == "False" and failed["reason"] == "InvalidPolicy"
+    assert failed["message"].startswith("spec.generate.keys[0] (password): ")
+    assert outcome.wake_at is None
+    assert world.store.writes == 0
+
+
+def test_an_invalid_rotation_interval_is_reported(world: World) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "soon"}))
+    world.reconcile("db")
+    assert "duration 'soon'" in world.condition("db", "Ready")["message"]
+
+
+def test_projection_write_forbidden_is_named(world: World) -> None:
+    world.cluster.deny("create", "secrets")
+    world.apply(managed_secret("db"))
+    with pytest.raises(Exception, match="lacks 'create' on Secrets"):
+        world.reconcile("db")
+    assert "lacks 'create' on Secrets" in world.condition("db", "Ready")["message"]
+    assert world.status("db")["currentVersion"] == "v1"
+
+
+def test_a_store_failure_is_reported_and_raised_for_retry(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.apply(managed_secret("db"))
+
+    def down(key: RecordKey) -> object:
+        raise StoreError("store get for app/db failed: HTTP 500 Internal Server Error")
+
+    monkeypatch.setattr(world.store, "read", down)
+    with pytest.raises(StoreError):
+        world.reconcile("db")
+    assert world.condition("db", "Ready")["reason"] == "StoreError"
+    assert (
+        'managed_secrets_store_errors_total{operation="reconcile",reason="StoreError"} 1.0'
+        in world.metrics.exposition().decode()
+    )
+
+
+def test_a_version_sealed_under_an_unknown_key_fails_closed(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    stranger = World(store=world.store, cluster=world.cluster, clock=world.clock)  # another keyring
+    with pytest.raises(IntegrityError):
+        stranger.reconcile("db")
+    failed = world.condition("db", "Ready")
+    assert failed["status"] == "False" and failed["reason"] in ("UnknownKeyError", "IntegrityError")
+    assert world.secret("db").annotations[VERSION_ANNOTATION] == "v1"  # type: ignore[union-attr]
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------
+
+
+def test_delete_keeps_versions_and_restore_brings_them_back(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    value = world.value("db")
+    world.delete("db")
+    assert DELETED_AT in world.attributes("db")
+
+    world.apply(managed_secret("db"))  # a new object of the same name (a new uid)
+    world.reconcile("db")
+    waiting = world.condition("db", "Ready")
+    assert waiting["reason"] == "InRecoveryWindow" and RESTORE_ANNOTATION in waiting["message"]
+
+    world.edit("db", annotations={RESTORE_ANNOTATION: "true"})
+    world.reconcile("db")
+    assert ready(world, "db") and world.value("db") == value
+    assert "Restored" in world.events()
+    assert world.record("db").metadata.uid == world.ms("db")["metadata"]["uid"]
+
+
+def test_delete_with_no_window_purges_at_once(world: World) -> None:
+    world.apply(managed_secret("db", deletion={"recoveryWindowDays": 0}))
+    world.reconcile("db")
+    world.delete("db")
+    assert world.vault.load(RecordKey(NAMESPACE, "db")) is None
+
+
+def test_purge_after_the_window_frees_a_waiting_object(world: World) -> None:
+    world.apply(managed_secret("db", deletion={"recoveryWindowDays": 1}))
+    world.reconcile("db")
+    world.delete("db")
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    assert world.condition("db", "Ready")["reason"] == "InRecoveryWindow"
+    assert world.service.purge_expired() == []
+    world.clock.advance(days=1, seconds=1)
+    assert world.service.purge_expired() == [RecordKey(NAMESPACE, "db")]
+    assert ready(world, "db"), "the purge reconciles the object that waited for it"
+
+
+def test_delete_of_a_spec_that_does_not_parse_still_keeps_the_window(world: World) -> None:
+    world.apply(managed_secret("db", deletion={"recoveryWindowDays": 3}))
+    world.reconcile("db")
+    world.edit("db", rotation={"enabled": True, "interval": "bad"})
+    world.delete("db")
+    purge = dt.datetime.fromisoformat(world.attributes("db")["purge-after"])
+    assert purge == world.clock.now() + dt.timedelta(days=3)
+
+
+def test_reconcile_by_name_of_a_missing_object(world: World) -> None:
+    assert world.service.reconcile_by_name(NAMESPACE, "nothing") is None
+
+
+def test_pinned_encryption_key_is_remembered(world: World) -> None:
+    key_id = world.keyring.primary_key_id()
+    world.keyring.add_key(make_primary=True)
+    world.apply(managed_secret("db", encryptionKey=key_id))
+    world.reconcile("db")
+    assert world.record("db").metadata.encryption_key == key_id
+
+
+def test_version_limit_prunes_unlabelled_versions(world: World) -> None:
+    world.apply(managed_secret("db", versionLimit=2))
+    world.reconcile("db")
+    for request in ("r1", "r2", "r3"):
+        world.edit("db", annotations={ROTATE_ANNOTATION: request})
+        world.reconcile("db")
+    assert [v.id for v in world.record("db").versions] == ["v3", "v4"]
+
+
+def test_hash_annotation_is_a_keyed_hash_not_the_value(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    secret = world.secret("db")
+    assert secret is not None
+    assert secret.annotations[DATA_HASH_ANNOTATION].startswith("hmac-sha256:")
+    assert secret.data["password"].decode() not in json.dumps(world.ms("db"))
