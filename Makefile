@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLUSTER_DIR ?= /tmp/managed-secrets-cluster
 export MSO_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: help install lint typecheck unit integration test demo demo-down build-controlplane cluster-up cluster-down bench image clean
+.PHONY: help install lint typecheck unit coverage integration test demo demo-down build-controlplane cluster-up cluster-down bench image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -27,14 +27,21 @@ lint: install  ## ruff (lint + format check) and the layer contracts (import-lin
 typecheck: install  ## mypy --strict on src/
 	$(BIN)/mypy
 
-unit: install  ## fast tests of the pure logic
+unit: install  ## fast tests: the pure logic and the reconcile service over in-memory store and cluster
 	$(BIN)/pytest tests/unit -q
+
+# The reconcile service (service/) must stay covered by the unit tests alone.
+SERVICE_COVERAGE_MIN ?= 85
+coverage: install  ## unit tests under coverage.py; prints the report and fails if service/ is under 85 %
+	$(BIN)/coverage run -m pytest tests/unit -q
+	$(BIN)/coverage report
+	$(BIN)/coverage report --include='src/managed_secrets/service/*' --fail-under=$(SERVICE_COVERAGE_MIN)
 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
-test: lint typecheck  ## everything: lint, types, unit and integration tests (the README's test command)
-	$(BIN)/pytest tests/unit tests/integration -q
+test: lint typecheck coverage  ## everything: lint, types, unit tests with coverage, integration tests (the README's test command)
+	$(BIN)/pytest tests/integration -q
 
 demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
 	bash hack/demo.sh

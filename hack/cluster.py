@@ -49,6 +49,10 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  # Watches of ManagedSecrets too (few and long-lived), so a test can see a watch end and reconnect.
+  - level: Metadata
+    verbs: ["watch"]
+    resources: [{group: "managedsecrets.io", resources: ["managedsecrets"]}]
   - level: None
 """
 

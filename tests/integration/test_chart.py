@@ -34,6 +34,8 @@ from support.operator import (
     RBAC_FILE,
     VERSION,
     OperatorProcess,
+    create,
+    get_ms,
     install_crd,
     managed_secret,
     wait_ready,
@@ -512,12 +514,6 @@ def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> Op
     return OperatorProcess(kubeconfig, release.namespace, workdir / f"{release.name}.log", env)
 
 
-def create_ms(admin: client.ApiClient, namespace: str, name: str) -> None:
-    client.CustomObjectsApi(admin).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, managed_secret(name)
-    )
-
-
 def store_exists(admin: client.ApiClient, release: Release, namespace: str, name: str) -> bool:
     secret = store_secret_name(RecordKey(namespace, name))
     return kube.status_of(lambda: client.CoreV1Api(admin).read_namespaced_secret(secret, release.namespace)) == 200
@@ -542,12 +538,6 @@ def drop_finalizers(admin: client.ApiClient, namespace: str) -> None:
             objects.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"], {"metadata": {"finalizers": []}}
             )
-
-
-def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return dict(
-        client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    )
 
 
 def other_operators(admin: client.ApiClient, release: Release) -> list[str]:
@@ -608,7 +598,7 @@ def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
         alone_with(admin, app)
         try:
             operator.start()
-            create_ms(admin, app, "ok")
+            create(admin, app, managed_secret("ok"))
             wait_ready(admin, app, "ok")
             kube.eventually(lambda: store_exists(admin, release, app, "ok"), what="our operator's store record")
             assert client.CoreV1Api(admin).read_namespaced_secret("ok", app).data["password"]
@@ -646,7 +636,7 @@ def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
                 if rule["resources"] == ["secrets"]:
                     rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
             rbac.patch_cluster_role(release.fullname, {"rules": rules})
-            create_ms(admin, app, "denied")
+            create(admin, app, managed_secret("denied"))
             offset = len(operator.logs())
             operator.start()  # resumes both ManagedSecrets as this ServiceAccount
             denied = kube.eventually(
@@ -686,8 +676,8 @@ def test_namespaced_install_serves_only_its_namespaces(
         assert operator.extra_env["MSO_WATCH_NAMESPACES"] == app
         try:
             operator.start()
-            create_ms(admin, app, "served")
-            create_ms(admin, other, "not-served")
+            create(admin, app, managed_secret("served"))
+            create(admin, other, managed_secret("not-served"))
             wait_ready(admin, app, "served")
             kube.eventually(
                 lambda: store_exists(admin, release, app, "served"), what="our operator's store record"
@@ -717,7 +707,7 @@ def test_uninstall_keeps_only_the_documented_objects(
             alone_with(admin, app)
             try:
                 operator.start()
-                create_ms(admin, app, "kept")
+                create(admin, app, managed_secret("kept"))
                 wait_ready(admin, app, "kept")
                 kube.eventually(lambda: store_exists(admin, release, app, "kept"), what="our store record")
                 delete_all_ms(admin, app)  # the store outlives it for the recovery window

@@ -17,7 +17,15 @@ from kubernetes import client
 
 from support import kube
 from support.databases import Server, unique
-from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, annotate, condition, get_ms, wait_ready
+from support.operator import (
+    OperatorEnvironment,
+    annotate,
+    condition,
+    create,
+    get_ms,
+    managed_secret,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +71,6 @@ def admin_secret(
     )
 
 
-def create(admin: client.ApiClient, namespace: str, name: str, database: dict) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ManagedSecret",
-        "metadata": {"name": name},
-        "spec": {"type": "Database", "database": database},
-    }
-    client.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-
 def test_dual_account_rotations_never_break_a_client(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, server: Server
 ) -> None:
@@ -80,7 +78,7 @@ def test_dual_account_rotations_never_break_a_client(
     for user in users:
         server.create_account(user)
     admin_secret(admin, namespace, server)
-    create(admin, namespace, "db", server.spec(usernames=users))
+    create(admin, namespace, managed_secret("db", type="Database", database=server.spec(usernames=users)))
     wait_ready(admin, namespace, "db")
     first = projected(admin, namespace, "db")
     assert first["username"] == users[0]
@@ -121,7 +119,7 @@ def test_admin_without_rights_keeps_current_and_recovers(
     weak, weak_password = unique("weak"), "Weak-Pass-1234"
     server.create_weak_admin(weak, weak_password)
     admin_secret(admin, namespace, server)
-    create(admin, namespace, "svc", server.spec(usernames=users))
+    create(admin, namespace, managed_secret("svc", type="Database", database=server.spec(usernames=users)))
     wait_ready(admin, namespace, "svc")
     before = projected(admin, namespace, "svc")
     # The admin Secret now names an account that may not change passwords.

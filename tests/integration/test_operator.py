@@ -17,20 +17,15 @@ from support.operator import (
     PLURAL,
     VERSION,
     OperatorEnvironment,
+    condition,
+    create,
+    get_ms,
     managed_secret,
+    secret_data,
     wait_ready,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def create(admin: client.ApiClient, namespace: str, body: dict) -> None:
-    client.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-
-def secret_data(admin: client.ApiClient, namespace: str, name: str) -> dict[str, bytes]:
-    secret = client.CoreV1Api(admin).read_namespaced_secret(name, namespace)
-    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
 def test_create_projects_the_current_value(
@@ -61,14 +56,6 @@ def test_create_projects_the_current_value(
 
 def objects(admin: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(admin)
-
-
-def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict:
-    return dict(objects(admin).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
-
-
-def condition(obj: dict, kind: str) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
 
 
 def events_for(admin: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,22 +21,16 @@ from support.https_endpoint import (
     value_reply,
 )
 from support.operator import (
-    GROUP,
-    PLURAL,
-    VERSION,
     OperatorEnvironment,
     annotate,
     condition,
+    create,
     get_ms,
+    managed_secret,
     wait_ready,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def create(admin: client.ApiClient, namespace: str, name: str, spec: dict) -> None:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedSecret", "metadata": {"name": name}, "spec": spec}
-    client.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
 def data(admin: client.ApiClient, namespace: str, name: str) -> dict[str, bytes]:
@@ -51,8 +44,9 @@ def test_ssh_key_is_projected_and_rotated(
     create(
         admin,
         namespace,
-        "deploy-key",
-        {"type": "SSHKey", "sshKey": {"comment": "deploy@ci"}, "target": {"type": "kubernetes.io/ssh-auth"}},
+        managed_secret(
+            "deploy-key", type="SSHKey", sshKey={"comment": "deploy@ci"}, target={"type": "kubernetes.io/ssh-auth"}
+        ),
     )
     obj = wait_ready(admin, namespace, "deploy-key")
     secret = client.CoreV1Api(admin).read_namespaced_secret("deploy-key", namespace)
@@ -101,16 +95,16 @@ def test_external_rotation_fails_safely_then_resumes(
     create(
         admin,
         namespace,
-        "api-key",
-        {
-            "type": "External",
-            "external": {
+        managed_secret(
+            "api-key",
+            type="External",
+            external={
                 "url": endpoint.url,
                 "caBundle": ca,
                 "timeoutSeconds": 5,
                 "credentialsSecretRef": {"name": "hook-creds"},
             },
-        },
+        ),
     )
     wait_ready(admin, namespace, "api-key")
     assert data(admin, namespace, "api-key") == {"key": b"key-1"}
@@ -142,7 +136,9 @@ def test_external_rotation_fails_safely_then_resumes(
     kube.eventually(
         lambda: get_ms(admin, namespace, "api-key")["status"]["currentVersion"] == "v2", what="recovery"
     )
-    time.sleep(2)
+    kube.eventually(
+        lambda: get_ms(admin, namespace, "api-key")["status"].get("rotation") is None, what="the rotation cleared"
+    )
     status = get_ms(admin, namespace, "api-key")["status"]
     assert [v["id"] for v in status["versions"]] == ["v1", "v2"], "the same pending version finished; no orphan"
     assert status.get("pendingVersion") is None

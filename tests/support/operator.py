@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -20,12 +21,15 @@ import yaml
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
+from managed_secrets.names import API_GROUP as GROUP
+from managed_secrets.names import API_VERSION as VERSION
+from managed_secrets.names import PLURAL, VALUE_SOURCES
 from support import kube
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "managedsecrets.io_managedsecrets.yaml"
 RBAC_FILE = ROOT / "deploy" / "rbac.yaml"
-GROUP, VERSION, PLURAL = "managedsecrets.io", "v1alpha1", "managedsecrets"
+WATCH_TIMEOUT_SECONDS = 15
 
 
 def install_crd(admin: client.ApiClient) -> None:
@@ -119,6 +123,8 @@ class OperatorProcess:
             "MSO_PURGE_INTERVAL_SECONDS": "2",
             "MSO_ROTATION_BACKOFF_SECONDS": "1",
             "MSO_METRICS_PORT": "0",
+            # Short watches: every test sees Kopf reconnect, and the idle test waits for one in seconds.
+            "MSO_WATCH_TIMEOUT_SECONDS": str(WATCH_TIMEOUT_SECONDS),
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)
@@ -198,8 +204,9 @@ class OperatorEnvironment:
 
 
 def managed_secret(name: str, **spec: Any) -> dict[str, Any]:
-    """A ManagedSecret body; defaults to a generated password."""
-    spec.setdefault("generate", {"keys": [{"name": "password"}]}) if "valueFrom" not in spec else None
+    """A ManagedSecret body; without a value source it gets one generated password."""
+    if not any(source in spec for source in VALUE_SOURCES):
+        spec["generate"] = {"keys": [{"name": "password"}]}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedSecret", "metadata": {"name": name}, "spec": spec}
 
 
@@ -226,8 +233,6 @@ def sleep(seconds: float) -> None:
 
 def open_store(admin: client.ApiClient, operator_namespace: str) -> Any:
     """A SecretVault over the operator's real store and keyring, for tests that must see sealed versions."""
-    import base64
-
     from managed_secrets.crypto import LocalKeyring
     from managed_secrets.domain.clock import SystemClock
     from managed_secrets.store import SecretVault
@@ -236,6 +241,17 @@ def open_store(admin: client.ApiClient, operator_namespace: str) -> Any:
     keyring_secret = client.CoreV1Api(admin).read_namespaced_secret("managed-secrets-keyring", operator_namespace)
     keyring = LocalKeyring.from_bytes(base64.b64decode(keyring_secret.data["keyring.json"]))
     return SecretVault(KubernetesStore(admin, operator_namespace), keyring, keyring.hash_key, SystemClock())
+
+
+def create(admin: client.ApiClient, namespace: str, body: dict[str, Any]) -> None:
+    """Creates the ManagedSecret ``body`` (e.g. from ``managed_secret``) in ``namespace``."""
+    client.CustomObjectsApi(admin).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def secret_data(admin: client.ApiClient, namespace: str, name: str) -> dict[str, bytes]:
+    """The decoded data of a Secret."""
+    secret = client.CoreV1Api(admin).read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
 def get_ms(admin: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
