@@ -90,9 +90,11 @@ def test_immediate_rotation_is_idempotent_per_request_id(
     assert reasons.count("Rotated") == 2
 
 
-def test_interval_and_cron_schedules_fire(
+def test_interval_schedule_fires_on_time(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
 ) -> None:
+    """The real scheduler thread wakes the operator on time. (Cron times, windows and catch-up after
+    downtime are decided by the same code and are proven with a manual clock in tests/unit.)"""
     create(
         admin, namespace, managed_secret("every5s", rotation={"enabled": True, "interval": "5s"}, versionLimit=3)
     )
@@ -109,11 +111,6 @@ def test_interval_and_cron_schedules_fire(
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(created)]
     assert all(gap >= 4.5 for gap in gaps), f"rotations came too early: {gaps}"
     assert len(record.versions) <= 3, "versionLimit prunes unlabelled versions"
-    kube.eventually(
-        lambda: current_version(admin, namespace, "cron") == "v2", timeout=75, what="the cron rotation"
-    )
-    cron_record = vault.load(RecordKey(namespace, "cron")).record
-    assert cron_record.current.created.second < 15, "the cron rotation ran at the top of the minute"
 
 
 def test_no_storm_after_downtime_and_no_rotation_on_restart(

@@ -205,6 +205,31 @@ def test_interval_rotation_after_downtime_rotates_once(world: World) -> None:
     assert world.reconcile("db").next_rotation == world.clock.now() + dt.timedelta(hours=1)
 
 
+def test_cron_schedule_rotates_at_the_top_of_the_minute(world: World) -> None:
+    world.clock.advance(seconds=17)
+    world.apply(managed_secret("db", rotation={"enabled": True, "schedule": "* * * * *"}))
+    outcome = world.reconcile("db")
+    assert outcome.next_rotation == dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)
+    assert world.status("db")["nextRotationTime"] == "2026-01-01T00:01:00Z"
+    world.clock.set(dt.datetime(2026, 1, 1, 0, 0, 59, tzinfo=dt.UTC))
+    assert world.reconcile("db").rotated is None
+    world.clock.set(dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC))
+    assert world.reconcile("db").rotated == "v2"
+    assert world.record("db").current.created == world.clock.now()  # type: ignore[union-attr]
+    assert world.reconcile("db").next_rotation == dt.datetime(2026, 1, 1, 0, 2, tzinfo=dt.UTC)
+
+
+def test_a_rotation_window_spreads_the_due_time_deterministically(world: World) -> None:
+    rotation = {"enabled": True, "interval": "1h", "window": "30m"}
+    world.apply(managed_secret("a", rotation=rotation))
+    world.apply(managed_secret("b", rotation=rotation))
+    due = {name: world.reconcile(name).next_rotation for name in ("a", "b")}
+    start = world.clock.now() + dt.timedelta(hours=1)
+    for when in due.values():
+        assert when is not None and start <= when < start + dt.timedelta(minutes=30)
+    assert world.restarted().reconcile("a").next_rotation == due["a"], "a restart does not move it"
+
+
 def test_nothing_rotates_before_it_is_due(world: World) -> None:
     world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
     world.reconcile("db")
