@@ -17,6 +17,8 @@ kubectl wait --for=condition=Established crd/managedsecrets.managedsecrets.io --
 echo "== operator namespace, ServiceAccount and RBAC (deploy/rbac.yaml)"
 kubectl create namespace managed-secrets --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f deploy/rbac.yaml
+# Admission-time authorization (a ManagedSecret reaches no further than its author) and the user roles.
+kubectl apply -f deploy/admission-policy.yaml -f deploy/user-roles.yaml
 token=$(kubectl -n managed-secrets create token managed-secrets-operator --duration=24h)
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 cat > "$dir/operator.kubeconfig" <<KCFG

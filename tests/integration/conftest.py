@@ -6,6 +6,7 @@ The session fixture reuses the cluster that KUBECONFIG points at if it answers; 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from kubernetes import client
 import cluster as local_cluster
 from support import kube
 from support.databases import REQUIRED_ENV, SCRIPT, MariaDB, Postgres, Server, read_env_file
-from support.operator import OperatorEnvironment, install_crd
+from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, install_admission_policy, install_crd
 
 
 def _reachable(kubeconfig: str) -> bool:
@@ -71,9 +72,19 @@ def audit_log(kubeconfig: str) -> Path:
 def operator(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorEnvironment]:
     """The operator process, running as the ServiceAccount of deploy/rbac.yaml in its own namespace."""
     install_crd(admin)
+    install_admission_policy(admin)
     env = OperatorEnvironment(admin, tmp_path_factory.mktemp("operator"))
     env.process.start()
     yield env
+
+    # Let the operator finish the deletions the last tests started (finalizers), so a cluster that is reused
+    # for the next session holds no half-deleted ManagedSecrets.
+    def settled() -> bool:
+        items = client.CustomObjectsApi(admin).list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        return not any(i["metadata"].get("deletionTimestamp") for i in items)
+
+    with contextlib.suppress(AssertionError):
+        kube.eventually(settled, timeout=60, interval=0.5, what="pending ManagedSecret deletions")
     env.close()
 
 

@@ -100,9 +100,20 @@ def render(*options: str, release: str = "r", namespace: str = "mso") -> list[di
     return documents(template(*options, release=release, namespace=namespace))
 
 
+def aggregated(doc: dict[str, Any]) -> bool:
+    """A user-facing ClusterRole (aggregated into view/edit/admin), not one of the operator's own."""
+    labels = doc["metadata"].get("labels") or {}
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
+
+
 def find(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    """The documents of ``kind`` (the operator's own: user-facing aggregated roles are left out)."""
     return [
-        d for d in docs if d["kind"] == kind and (namespace is None or d["metadata"].get("namespace") == namespace)
+        d
+        for d in docs
+        if d["kind"] == kind
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+        and not aggregated(d)
     ]
 
 
@@ -162,6 +173,26 @@ def test_kustomize_crd_is_a_byte_identical_copy_of_crds() -> None:
     assert (DEPLOY / "crds" / CRD_FILE.name).read_bytes() == CRD_FILE.read_bytes(), (
         f"copy {CRD_FILE.relative_to(ROOT)} to deploy/crds/"
     )
+
+
+def test_chart_ships_the_admission_policy_and_user_roles_of_deploy() -> None:
+    chart_files = CHART / "files"
+    for name in ("admission-policy.yaml", "user-roles.yaml"):
+        assert (chart_files / name).read_bytes() == (DEPLOY / name).read_bytes(), (
+            f"copy deploy/{name} to {chart_files}"
+        )
+    docs = render()
+    policy = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    binding = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert len(policy) == 1 and len(binding) == 1
+    assert binding[0]["spec"]["policyName"] == policy[0]["metadata"]["name"]
+    assert binding[0]["spec"]["validationActions"] == ["Deny"]
+    roles = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole" and aggregated(d))
+    assert roles == ["managed-secrets-admin", "managed-secrets-edit", "managed-secrets-view"]
+    off = render("--set", "admissionPolicy.enabled=false", "--set", "userRoles.create=false")
+    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy") or aggregated(d)]
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert {"admission-policy.yaml", "user-roles.yaml"} <= set(kustomization["resources"])
 
 
 def test_chart_rbac_rules_equal_deploy_rbac_rules() -> None:
@@ -228,6 +259,8 @@ def test_defaults() -> None:
         "ClusterRoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }, "ServiceMonitor, NetworkPolicy and PodDisruptionBudget are opt-in"
     deployment = only(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -448,6 +481,9 @@ def test_kustomize_base_applies_and_its_pod_is_admitted(admin: client.ApiClient,
             "clusterrolebinding.rbac.authorization.k8s.io/managed-secrets-operator",
             "service/managed-secrets-operator-metrics",
             "deployment.apps/managed-secrets-operator",
+            "validatingadmissionpolicy.admissionregistration.k8s.io/managedsecrets-references.managedsecrets.io",
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io/managedsecrets-references.managedsecrets.io",
+            "clusterrole.rbac.authorization.k8s.io/managed-secrets-edit",
         ):
             assert line in applied.stdout
         namespace = core.read_namespace("managed-secrets")

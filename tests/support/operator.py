@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, utils
+from kubernetes.dynamic import DynamicClient
 from kubernetes.client.exceptions import ApiException
 
 from managed_secrets.names import API_GROUP as GROUP
@@ -30,6 +31,39 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "managedsecrets.io_managedsecrets.yaml"
 RBAC_FILE = ROOT / "deploy" / "rbac.yaml"
 WATCH_TIMEOUT_SECONDS = 15
+
+
+ADMISSION_POLICY_FILE = ROOT / "deploy" / "admission-policy.yaml"
+USER_ROLES_FILE = ROOT / "deploy" / "user-roles.yaml"
+
+
+def apply_documents(admin: client.ApiClient, path: Path) -> None:
+    """Server-side apply of every document in ``path`` (create or update, as ``kubectl apply`` would)."""
+    dynamic = DynamicClient(admin)
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc:
+            continue
+        resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        resource.server_side_apply(
+            body=doc, name=doc["metadata"]["name"], field_manager="tests", force_conflicts=True
+        )
+
+
+def install_admission_policy(admin: client.ApiClient) -> None:
+    """deploy/admission-policy.yaml and deploy/user-roles.yaml, as every install path ships them."""
+    apply_documents(admin, ADMISSION_POLICY_FILE)
+    apply_documents(admin, USER_ROLES_FILE)
+
+
+def remove_admission_policy(admin: client.ApiClient) -> None:
+    api = client.AdmissionregistrationV1Api(admin)
+    name = "managedsecrets-references.managedsecrets.io"
+    for delete in (api.delete_validating_admission_policy_binding, api.delete_validating_admission_policy):
+        try:
+            delete(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
 
 def install_crd(admin: client.ApiClient) -> None:

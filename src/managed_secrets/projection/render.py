@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 import jinja2
+from jinja2 import meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -43,7 +45,29 @@ __all__ = [
 
 BINARY_VALUE_KEY = "value"
 
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+MAX_RENDERED_BYTES = 256 * 1024
+"""The most one template may produce (a Secret holds at most 1 MiB in all)."""
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on the operators that can make huge objects from a short template
+    (``'x' * 10**9``, ``2 ** 10**9``): a template can cost the operator neither its memory nor its CPU."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > 64:
+                raise SecurityError("exponent too large")
+        elif operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int):
+                    if len(seq) * count > MAX_RENDERED_BYTES:
+                        raise SecurityError("repetition too large")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -138,13 +162,29 @@ def _text_context(value: SecretValue) -> dict[str, str]:
     return context
 
 
+def _undefined(source: str, context: Mapping[str, object]) -> str:
+    try:
+        names = sorted(meta.find_undeclared_variables(_ENV.parse(source)) - set(context))
+    except jinja2.TemplateError:
+        names = []
+    if names:
+        return f"refers to undefined names {names} (the value has the keys named in spec.generate/valueFrom)"
+    return "looks up an attribute or item that does not exist"
+
+
 def _render_template(key: str, source: str, context: Mapping[str, object]) -> bytes:
     try:
-        return _compile(source).render(context).encode("utf-8")
+        rendered = _compile(source).render(context).encode("utf-8")
+        if len(rendered) > MAX_RENDERED_BYTES:
+            raise RenderError(f"template for key {key!r} produced more than {MAX_RENDERED_BYTES} bytes")
+        return rendered
     except jinja2.TemplateSyntaxError as e:
         raise RenderError(f"template for key {key!r} has a syntax error on line {e.lineno}: {e.message}") from None
-    except jinja2.UndefinedError as e:
-        raise RenderError(f"template for key {key!r} refers to something undefined: {e.message}") from None
+    except jinja2.UndefinedError:
+        # Jinja's own message quotes the object it looked into (a value): name only what is missing by name.
+        raise RenderError(f"template for key {key!r} {_undefined(source, context)}") from None
+    except RenderError:
+        raise
     except SecurityError:
         raise RenderError(f"template for key {key!r} tried an operation the sandbox forbids") from None
     except Exception as e:

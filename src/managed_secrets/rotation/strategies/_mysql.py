@@ -77,6 +77,19 @@ def native_password_hash(password: str) -> str:
     return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
 
 
+CLEARTEXT_PLUGINS = ("mysql_clear_password", "dialog")
+
+
+class _RefuseCleartext:
+    """A PyMySQL auth plugin handler that refuses, so a cleartext password request fails the login."""
+
+    def __init__(self, connection: object) -> None:
+        self.connection = connection
+
+    def authenticate(self, packet: object) -> object:
+        raise pymysql.err.OperationalError(2059, "the server asked for a cleartext password; refused")
+
+
 def connection_parameters(endpoint: Endpoint, login: Credentials, database: str | None) -> dict[str, Any]:
     """The keyword arguments of ``pymysql.connect`` for ``login`` at ``endpoint``."""
     params: dict[str, Any] = {
@@ -90,6 +103,9 @@ def connection_parameters(endpoint: Endpoint, login: Credentials, database: str 
         "read_timeout": STATEMENT_TIMEOUT_SECONDS,
         "write_timeout": STATEMENT_TIMEOUT_SECONDS,
         "autocommit": True,
+        # Plugins that send the password itself (in clear unless TLS is verified) are refused before anything
+        # is sent: a host named by a spec could be a server that only wants to collect passwords.
+        "auth_plugin_map": {name: _RefuseCleartext for name in CLEARTEXT_PLUGINS},
     }
     if database:
         params["database"] = database

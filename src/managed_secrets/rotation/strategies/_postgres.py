@@ -57,6 +57,9 @@ def connection_parameters(endpoint: Endpoint, login: Credentials) -> dict[str, A
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "application_name": APPLICATION_NAME,
         "autocommit": True,
+        # Only a challenge-response login: a server (or a host a spec points at) that asks for the password in
+        # clear (or as MD5, replayable) gets nothing. libpq >= 16 enforces it before sending anything.
+        "require_auth": "scram-sha-256",
     }
     if endpoint.ssl_mode is SslMode.VERIFY_FULL and pq.version() >= _LIBPQ_WITH_SYSTEM_ROOT_CERTS:
         params["sslrootcert"] = "system"  # the system CAs, as the CRD promises; older libpq reads ~/.postgresql

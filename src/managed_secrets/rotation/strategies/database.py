@@ -217,7 +217,8 @@ def admin_credentials(config: DatabaseConfig, ctx: RotationContext, step: str) -
     for key in (config.admin_username_key, config.admin_password_key):
         raw = data.get(key)
         if not raw:
-            found = "the Secret does not exist or is empty" if not data else f"it has {sorted(data)}"
+            # The Secret's other key names are not listed: the requester may not be allowed to read it.
+            found = "the Secret does not exist or is empty" if not data else f"it has {len(data)} other keys"
             raise RotationStepFailed(
                 step,
                 Reason.ADMIN_CREDENTIALS_MISSING,

@@ -362,16 +362,17 @@ def _parse_value(body: bytes, step: str) -> SecretValue:
     if not isinstance(value, dict) or not value:
         raise bad('the response must be a JSON object whose "value" is a non-empty object of base64 strings')
     data: dict[str, bytes] = {}
-    for key, text in value.items():
+    # Keys are never named in these messages, only counted: an endpoint that mixed up keys and values (or one
+    # that wants a value echoed into status) would put the secret there.
+    for number, (key, text) in enumerate(value.items(), start=1):
         try:
             validate_data_key(key)
         except InvalidRequest:
-            # Not named: an endpoint that mixed up keys and values would put the secret here.
-            raise bad('a key of "value" is not a valid Secret data key') from None
+            raise bad(f'key #{number} of "value" is not a valid Secret data key') from None
         if not isinstance(text, str):
-            raise bad(f'"value" key {key!r} must be a base64 string')
+            raise bad(f'entry #{number} of "value" must be a base64 string')
         try:
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise bad(f'"value" key {key!r} is not valid base64') from None
+            raise bad(f'entry #{number} of "value" is not valid base64') from None
     return SecretValue.from_map(data)
