@@ -41,6 +41,8 @@ CONTROLLERS = (
     "replicaset-controller",
     "statefulset-controller",
     "daemonset-controller",
+    # Fills the built-in view/edit/admin ClusterRoles from the roles that aggregate into them (ours do).
+    "clusterrole-aggregation-controller",
 )
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1

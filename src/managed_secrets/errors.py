@@ -10,7 +10,8 @@ The tree::
     │   ├── VersionNotFound              a version id the secret does not have
     │   ├── RotationInProgress           a second rotation while one is ACSPending
     │   ├── IdempotencyConflict          same version/request id, different value
-    │   └── InvalidPolicy                a value-generator policy that cannot produce a value
+    │   ├── InvalidPolicy                a value-generator policy that cannot produce a value
+    │   └── ReferenceRefused             a reference the operator never follows (token Secrets, its own state)
     ├── IntegrityError                   a sealed record failed authentication: fails closed for that version
     │   └── UnknownKeyError              the record names a key-encryption key the keyring does not have
     ├── KeyringError                     the keyring itself is malformed or cannot be used
@@ -130,6 +131,10 @@ class WriteConflict(StoreError):
 
 class CorruptRecord(StoreError):
     """A stored record does not parse, or breaks the model's invariants."""
+
+
+class ReferenceRefused(InvalidRequest):
+    """The spec references an object the operator never uses for a ManagedSecret (e.g. a token Secret)."""
 
 
 class SourceUnavailable(ManagedSecretsError):

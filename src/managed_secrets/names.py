@@ -59,6 +59,18 @@ DELETED_AT = "deleted-at"
 PURGE_AFTER = "purge-after"
 CREATE_FAILURES = "rotation-create-failures"
 CREATE_RETRY_AFTER = "rotation-create-retry-after"
+SOURCE_IDENTITY = "source"  # where the value comes from (kind and target), checked before a restore
+
+# --- Secrets the operator never reads for a spec, nor adopts: credentials of the cluster and its own state ---
+PROTECTED_SECRET_TYPES = frozenset(
+    {
+        "kubernetes.io/service-account-token",
+        "bootstrap.kubernetes.io/token",
+        "helm.sh/release.v1",
+        "managedsecrets.io/versions",
+        "managedsecrets.io/keyring",
+    }
+)
 
 # --- value sources: the spec fields that say where a value comes from, in the CRD's order ------------------
 VALUE_SOURCES = ("generate", "valueFrom", "database", "sshKey", "external")

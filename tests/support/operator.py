@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 from kubernetes import client, utils
-from kubernetes.dynamic import DynamicClient
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from managed_secrets.names import API_GROUP as GROUP
 from managed_secrets.names import API_VERSION as VERSION

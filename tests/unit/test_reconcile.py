@@ -672,3 +672,85 @@ def test_hash_annotation_is_a_keyed_hash_not_the_value(world: World) -> None:
     assert secret is not None
     assert secret.annotations[DATA_HASH_ANNOTATION].startswith("hmac-sha256:")
     assert secret.data["password"].decode() not in json.dumps(world.ms("db"))
+
+
+# --- defense in depth: what the operator refuses even without the admission policy ------------------------
+
+
+def test_a_token_secret_is_never_read_for_a_spec(world: World) -> None:
+    world.put_secret("sa-token", {"token": b"CANARY-token"}, type="kubernetes.io/service-account-token")
+    world.apply(managed_secret("key", valueFrom={"secretRef": {"name": "sa-token"}}))
+    world.reconcile("key")
+    refused = world.condition("key", "Ready")
+    assert refused["reason"] == "ReferenceRefused" and "kubernetes.io/service-account-token" in refused["message"]
+    assert world.secret("key") is None and world.store.writes == 0
+
+
+@pytest.mark.parametrize(
+    ("existing", "why"),
+    [
+        ({"type": "kubernetes.io/service-account-token"}, "is of type kubernetes.io/service-account-token"),
+        ({"type": "kubernetes.io/dockerconfigjson"}, "is of type kubernetes.io/dockerconfigjson"),
+        ({"annotations": {OWNER_ANNOTATION: f"{NAMESPACE}/other"}}, f"managed by ManagedSecret {NAMESPACE}/other"),
+    ],
+)
+def test_adoption_never_takes_a_secret_with_another_job(
+    world: World, existing: dict[str, object], why: str
+) -> None:
+    world.put_secret("taken", {"token": b"CANARY-keep"}, **existing)  # type: ignore[arg-type]
+    world.apply(managed_secret("taker", target={"name": "taken", "adoptExisting": True}))
+    world.reconcile("taker")
+    refused = world.condition("taker", "Ready")
+    assert refused["reason"] == "SecretNotOwned" and why in refused["message"]
+    assert world.secret("taken").data == {"token": b"CANARY-keep"}  # type: ignore[union-attr]
+
+
+def test_the_operator_namespace_is_never_served() -> None:
+    world = World()
+    world.service.operator_namespace = NAMESPACE
+    world.put_secret("managed-secrets-keyring", {"keyring.json": b"{}"}, type="managedsecrets.io/keyring")
+    world.apply(managed_secret("grab", target={"name": "managed-secrets-keyring", "adoptExisting": True}))
+    world.reconcile("grab")
+    refused = world.condition("grab", "Ready")
+    assert refused["reason"] == "ReferenceRefused" and "operator's own namespace" in refused["message"]
+    assert world.secret("managed-secrets-keyring").data == {"keyring.json": b"{}"}  # type: ignore[union-attr]
+    assert world.store.writes == 0
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        {"type": "External", "external": {"url": "https://tenant.example/hook"}},
+        {"generate": {"keys": [{"name": "password"}]}, "type": "Generic", "deletion": {"recoveryWindowDays": 1}},
+    ],
+)
+def test_restore_under_another_type_or_source_is_refused(world: World, again: dict[str, object]) -> None:
+    world.put_secret("source", {"password": b"CANARY-restored"})
+    world.apply(managed_secret("db", valueFrom={"secretRef": {"name": "source"}}))
+    world.reconcile("db")
+    world.delete("db")
+    body = managed_secret("db", **again)
+    body["metadata"]["annotations"] = {RESTORE_ANNOTATION: "true"}
+    world.apply(body)
+    mark = world.mark()
+    world.reconcile("db")
+    refused = world.condition("db", "Ready")
+    assert refused["reason"] == "RestoreRefused"
+    assert "CANARY" not in json.dumps(world.status("db"))
+    assert DELETED_AT in world.attributes("db"), "the stored versions wait, untouched"
+    writes, store_writes, _ = world.writes_since(mark)
+    assert store_writes == 0 and not [w for w in writes if w.resource == "secrets"]
+
+
+def test_a_record_copied_from_another_secret_is_refused(world: World) -> None:
+    for name in ("a", "b"):
+        world.apply(managed_secret(name))
+        world.reconcile(name)
+    b = world.store.read(RecordKey(NAMESPACE, "b"))
+    a = world.store.read(RecordKey(NAMESPACE, "a"))
+    world.store.write(RecordKey(NAMESPACE, "a"), b.document, expected_revision=a.revision)
+    with pytest.raises(Exception, match="belongs to app/b"):
+        world.reconcile("a")
+    assert world.condition("a", "Ready")["reason"] == "CorruptRecord"
+    secret = world.secret("a")
+    assert secret is not None and secret.data != world.secret("b").data  # type: ignore[union-attr]

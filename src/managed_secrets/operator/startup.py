@@ -64,7 +64,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
     metrics = OperatorMetrics()
     service = ManagedSecretService(
-        cluster, vault, backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds), metrics=metrics
+        cluster,
+        vault,
+        backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds),
+        metrics=metrics,
+        operator_namespace=cfg.namespace,
     )
     server = start_metrics_server(metrics, cfg.metrics_port)
     memo["metrics_server"] = server

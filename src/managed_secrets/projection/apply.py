@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from managed_secrets.cluster import Cluster, LiveSecret, OwnerRef, SecretObject
 from managed_secrets.errors import KubernetesApiError, ManagedSecretsError
-from managed_secrets.names import DATA_HASH_ANNOTATION, OWNER_ANNOTATION
+from managed_secrets.names import DATA_HASH_ANNOTATION, MANAGED_LABEL, OWNER_ANNOTATION, PROTECTED_SECRET_TYPES
 from managed_secrets.projection.render import DesiredSecret, TargetSpec, data_hash
 
 __all__ = [
@@ -68,6 +68,21 @@ def _is_ours(secret: LiveSecret, owner: Owner) -> bool:
     return secret.annotations.get(OWNER_ANNOTATION) == f"{owner.namespace}/{owner.name}"
 
 
+def _check_adoptable(live: LiveSecret, desired: DesiredSecret, where: str) -> None:
+    """adoptExisting takes over a plain Secret of the same type, never one with another job."""
+    other = live.annotations.get(OWNER_ANNOTATION)
+    if other or live.labels.get(MANAGED_LABEL):
+        raise ProjectionConflict(
+            f"{where} is managed by ManagedSecret {other or '(another)'}; spec.target.adoptExisting never takes "
+            "over another ManagedSecret's Secret"
+        )
+    if live.type in PROTECTED_SECRET_TYPES or live.type != desired.type:
+        raise ProjectionConflict(
+            f"{where} is of type {live.type}; spec.target.adoptExisting takes over only a Secret of the target's "
+            f"type ({desired.type})"
+        )
+
+
 def _error(error: KubernetesApiError) -> ProjectionError:
     # The adapter's message names the verb, the Secret and the status; never the API server's body.
     return ProjectionError(str(error))
@@ -116,11 +131,14 @@ def _apply(
         cluster.create_secret(body)
         return ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED
 
-    if not _is_ours(live, owner) and not target.adopt_existing:
-        raise ProjectionConflict(
-            f"Secret {desired.namespace}/{desired.name} already exists and is not managed by this ManagedSecret; "
-            "set spec.target.adoptExisting: true to take it over, or choose another spec.target.name"
-        )
+    if not _is_ours(live, owner):
+        where = f"Secret {desired.namespace}/{desired.name}"
+        if not target.adopt_existing:
+            raise ProjectionConflict(
+                f"{where} already exists and is not managed by this ManagedSecret; "
+                "set spec.target.adoptExisting: true to take it over, or choose another spec.target.name"
+            )
+        _check_adoptable(live, desired, where)
 
     live_hash = data_hash(live.data, hash_key)
     # Drift: the data no longer matches the hash we annotated it with, i.e. someone else edited it.

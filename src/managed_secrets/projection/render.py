@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 from jinja2 import meta
@@ -61,9 +61,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError("exponent too large")
         elif operator == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int):
-                    if len(seq) * count > MAX_RENDERED_BYTES:
-                        raise SecurityError("repetition too large")
+                sized = isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int)
+                if sized and len(seq) * count > MAX_RENDERED_BYTES:
+                    raise SecurityError("repetition too large")
         return super().call_binop(context, operator, left, right)
 
 

@@ -11,9 +11,11 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from managed_secrets.cluster import Cluster
+from managed_secrets.cluster import Cluster, LiveSecret
 from managed_secrets.domain import SecretRecord, SecretValue, Version
+from managed_secrets.errors import ReferenceRefused
 from managed_secrets.metrics import OperatorMetrics
+from managed_secrets.names import PROTECTED_SECRET_TYPES
 from managed_secrets.rotation.engine import RotationEngine
 from managed_secrets.service.conditions import Outcome
 from managed_secrets.service.events import EventRecorder
@@ -81,8 +83,17 @@ class Pass:
 
     def read_secret(self, name: str) -> Mapping[str, bytes]:
         """A Secret in the ManagedSecret's namespace, for strategies (``{}`` if it does not exist)."""
-        live = self.deps.cluster.read_secret(self.resource.namespace, name)
+        live = self.read_referenced(name)
         return dict(live.data) if live is not None else {}
+
+    def read_referenced(self, name: str) -> LiveSecret | None:
+        """A Secret the spec references. Credentials of the cluster itself and the operator's own state are
+        never read for a spec, whoever wrote it (defense in depth behind the admission policy)."""
+        live = self.deps.cluster.read_secret(self.resource.namespace, name)
+        if live is not None and live.type in PROTECTED_SECRET_TYPES:
+            where = f"Secret {self.resource.namespace}/{name}"
+            raise ReferenceRefused(f"{where} is of type {live.type}, which a ManagedSecret may not use")
+        return live
 
     def normal(self, reason: str, message: str) -> None:
         self.deps.events.normal(self.resource.event_ref, reason, message)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 from managed_secrets.domain import SecretRecord
 from managed_secrets.domain.clock import iso
 from managed_secrets.errors import ManagedSecretsError, safe_message
-from managed_secrets.names import DELETED_AT, PURGE_AFTER, RESTORE_ANNOTATION
+from managed_secrets.names import DELETED_AT, PURGE_AFTER, RESTORE_ANNOTATION, SOURCE_IDENTITY
 from managed_secrets.service.context import Deps, Pass
 from managed_secrets.service.resource import ManagedSecretResource
 from managed_secrets.store import RecordKey
@@ -41,6 +42,13 @@ def load(p: Pass) -> bool:
         )
         p.keep(None)
         return False
+    refusal = _restore_refusal(p, loaded.record, loaded.attributes)
+    if refusal:
+        p.outcome.add("Ready", "False", "RestoreRefused", refusal)
+        if p.resource.old_condition("Ready").get("message") != refusal:
+            p.warning("RestoreRefused", refusal)
+        p.keep(None)
+        return False
     uid = p.resource.uid
     p.keep(
         p.deps.vault.change(
@@ -52,6 +60,23 @@ def load(p: Pass) -> bool:
     )
     p.normal("Restored", f"restored {len(loaded.record.versions)} stored versions")
     return True
+
+
+def _restore_refusal(p: Pass, record: SecretRecord, attributes: Mapping[str, str]) -> str:
+    """Why the stored versions may not be restored into this ManagedSecret ("" if they may)."""
+    spec = p.spec
+    if record.metadata.secret_type != spec.secret_type:
+        return (
+            f"the stored versions of {p.key} are of type {record.metadata.secret_type.value}, not "
+            f"{spec.secret_type.value}: restore them with the spec they had"
+        )
+    stored = attributes.get(SOURCE_IDENTITY)
+    if stored is not None and stored != spec.source_identity:
+        return (
+            f"the stored versions of {p.key} came from {stored}; this spec names {spec.source_identity}. "
+            "Restore them with the source (Secret, server or endpoint) they had"
+        )
+    return ""
 
 
 def recovery_window_days(resource: ManagedSecretResource) -> int:

@@ -21,6 +21,7 @@ from managed_secrets.errors import (
     KeyringError,
     KubernetesApiError,
     ManagedSecretsError,
+    ReferenceRefused,
     SourceUnavailable,
     StoreError,
     safe_message,
@@ -75,7 +76,9 @@ class ManagedSecretService:
         *,
         backoff: Backoff | None = None,
         metrics: OperatorMetrics | None = None,
+        operator_namespace: str | None = None,
     ) -> None:
+        self.operator_namespace = operator_namespace
         self.metrics = metrics or OperatorMetrics(runtime_collectors=False)
         self.cluster = cluster
         self.vault = vault
@@ -134,6 +137,11 @@ class ManagedSecretService:
         spec: ManagedSecretSpec | None = None
         p: Pass | None = None
         try:
+            if resource.namespace == self.operator_namespace:
+                raise ReferenceRefused(
+                    f"ManagedSecrets in the operator's own namespace {resource.namespace} are not served: it "
+                    "holds the keyring and the version stores"
+                )
             spec = resource.parse()
             p = Pass(self.deps, resource, spec, outcome)
             if lifecycle.load(p):

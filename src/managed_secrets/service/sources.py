@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from managed_secrets.domain import SecretMetadata, SecretRecord, SecretValue, apply_prune, new_secret, put_value
 from managed_secrets.errors import InvalidRequest, SourceUnavailable
+from managed_secrets.names import SOURCE_IDENTITY
 from managed_secrets.rotation.engine import initial_value
 from managed_secrets.rotation.strategies import strategy_for
 from managed_secrets.rotation.strategies.generic import GenerateStrategy
@@ -79,7 +80,7 @@ def read_value_from(p: Pass) -> SecretValue:
     assert source is not None
     namespace, name = p.resource.namespace, source.secret_name
     where = f"source Secret {namespace}/{name}"
-    live = p.deps.cluster.read_secret(namespace, name)
+    live = p.read_referenced(name)
     if live is None:
         raise SourceUnavailable(f"{where} (spec.valueFrom) does not exist")
     data = dict(live.data)
@@ -109,7 +110,16 @@ def store_value(p: Pass, value: SecretValue) -> None:
         created[:] = [version.id] if updated is not base or record is None else []
         return updated
 
-    p.keep(vault.change(p.key, change, known=p.loaded))
+    identity = spec.source_identity
+    p.keep(
+        vault.change(
+            p.key,
+            change,
+            # The source identity is recorded when the record is made (an older record keeps what it has).
+            attributes=lambda a: a if SOURCE_IDENTITY in a else {**a, SOURCE_IDENTITY: identity},
+            known=p.loaded,
+        )
+    )
     if created:
         p.outcome.new_version = created[0]
         how = "generated" if spec.generate is not None else f"from {spec.source_kind}"

@@ -51,6 +51,23 @@ class ManagedSecretSpec:
     def source_kind(self) -> str:
         return next((name for name in VALUE_SOURCES if self.raw.get(name) is not None), "")
 
+    @property
+    def source_identity(self) -> str:
+        """Where values come from and go to (kind plus the Secret, server or endpoint), never a credential.
+
+        Kept beside the record at creation: a restore under another identity would hand the restored
+        versions to whoever controls the new target (e.g. a different webhook), so it is refused.
+        """
+        kind = self.source_kind
+        section = self.raw.get(kind) or {}
+        if kind == "valueFrom":
+            return f"valueFrom:{(section.get('secretRef') or {}).get('name', '')}"
+        if kind == "database":
+            return f"database:{section.get('engine', '')}://{section.get('host', '')}:{section.get('port', '')}"
+        if kind == "external":
+            return f"external:{section.get('url', '')}"
+        return kind
+
 
 password_policy = policy_from_spec
 

@@ -80,7 +80,11 @@ class SecretVault:
             stored = self.store.read(key)
         except RecordNotFound:
             return None
-        return Loaded(record=self._decode(stored), stored=stored)
+        record = self._decode(stored)
+        if record.secret_id != str(key):
+            # A record copied (or a store name made to collide) from another secret: never open it as this one.
+            raise CorruptRecord(f"stored record for {key} belongs to {record.secret_id}; refusing to use it")
+        return Loaded(record=record, stored=stored)
 
     def update(
         self,
