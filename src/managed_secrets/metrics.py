@@ -133,6 +133,12 @@ class OperatorMetrics:
             ["operation", "reason"],
             registry=self.registry,
         )
+        self._admission_policy = Gauge(
+            "managed_secrets_admission_policy_installed",
+            "1 when the admission policy that checks ManagedSecret references is bound, 0 when it is not, "
+            "-1 when the operator cannot tell.",
+            registry=self.registry,
+        )
 
     # --- conditions -------------------------------------------------------------------------------------
 
@@ -214,6 +220,10 @@ class OperatorMetrics:
     def count_store_error(self, operation: str, reason: str | BaseException) -> None:
         """Counts a failed store call (``operation``: read, write, list, delete)."""
         self._store_errors.labels(operation, _reason(reason)).inc()
+
+    def set_admission_policy(self, installed: bool | None) -> None:
+        """Whether the admission policy is bound (``None``: unknown)."""
+        self._admission_policy.set(-1 if installed is None else int(installed))
 
     def count_api_error(self, operation: str, reason: str | BaseException) -> None:
         """Counts a failed Kubernetes API call (``operation`` e.g. ``create_secret``, ``patch_status``)."""

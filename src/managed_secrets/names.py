@@ -61,6 +61,9 @@ CREATE_FAILURES = "rotation-create-failures"
 CREATE_RETRY_AFTER = "rotation-create-retry-after"
 SOURCE_IDENTITY = "source"  # where the value comes from (kind and target), checked before a restore
 
+ADMISSION_POLICY = f"managedsecrets-references.{PREFIX}"
+"""The ValidatingAdmissionPolicy (and its binding) of deploy/admission-policy.yaml."""
+
 # --- Secrets the operator never reads for a spec, nor adopts: credentials of the cluster and its own state ---
 PROTECTED_SECRET_TYPES = frozenset(
     {

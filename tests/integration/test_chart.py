@@ -28,6 +28,7 @@ from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import STORE_SECRET_TYPE, store_secret_name
 from support import kube
 from support.operator import (
+    ADMISSION_POLICY,
     CRD_FILE,
     GROUP,
     PLURAL,
@@ -36,8 +37,10 @@ from support.operator import (
     OperatorProcess,
     create,
     get_ms,
+    install_admission_policy,
     install_crd,
     managed_secret,
+    remove_admission_policy,
     wait_ready,
     write_token_kubeconfig,
 )
@@ -210,7 +213,8 @@ def test_chart_rbac_rules_equal_deploy_rbac_rules() -> None:
 def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
     docs = render(*NAMESPACED)
     deploy_rules = deploy_cluster_role_rules()
-    namespaced = [r for r in deploy_rules if r["apiGroups"] != ["apiextensions.k8s.io"]]
+    cluster_scoped = (["apiextensions.k8s.io"], ["admissionregistration.k8s.io"])
+    namespaced = [r for r in deploy_rules if r["apiGroups"] not in cluster_scoped]
     for ns in ("team-a", "team-b"):
         assert canonical(only(docs, "Role", ns)["rules"]) == canonical(namespaced)
         assert only(docs, "RoleBinding", ns)["subjects"][0]["namespace"] == "mso"
@@ -221,6 +225,11 @@ def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
                 "apiGroups": ["apiextensions.k8s.io"],
                 "resources": ["customresourcedefinitions"],
                 "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["validatingadmissionpolicybindings"],
+                "verbs": ["get"],
             },
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         ]
@@ -523,13 +532,19 @@ class Release:
 def installed(admin: client.ApiClient, kubeconfig: str, *options: str) -> Iterator[Release]:
     """``helm install`` into a new namespace that enforces the restricted Pod Security Standard."""
     release = Release(f"mso-{uuid.uuid4().hex[:6]}", restricted_namespace(admin, "mso-chart"))
+    # The chart installs the cluster-scoped admission policy and user roles itself: the session's copies
+    # (applied from deploy/) make way for the release and come back after it.
+    remove_admission_policy(admin, roles=True)
     try:
         helm("install", release.name, str(CHART), "-n", release.namespace, f"--kubeconfig={kubeconfig}", *options)
         install_crd(admin)  # established before the operator starts (Helm skips an existing CRD)
+        policy = client.AdmissionregistrationV1Api(admin).read_validating_admission_policy(ADMISSION_POLICY)
+        assert policy.metadata.annotations["meta.helm.sh/release-name"] == release.name
         yield release
     finally:
         helm("uninstall", release.name, "-n", release.namespace, f"--kubeconfig={kubeconfig}", check=False)
         kube.delete_namespace(admin, release.namespace)
+        install_admission_policy(admin)
 
 
 def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> OperatorProcess:

@@ -227,10 +227,14 @@ def test_delete_with_recovery_window_then_restore(
 
     # Created again without the restore annotation: refused, nothing overwritten.
     core.delete_namespaced_secret("src2", namespace)
-    create(admin, namespace, managed_secret("keep", generate={"keys": [{"name": "k"}]}))
+    create(admin, namespace, managed_secret("keep", valueFrom={"secretRef": {"name": "src2"}}))
     kube.eventually(
         lambda: condition(get_ms(admin, namespace, "keep"), "Ready").get("reason") == "InRecoveryWindow",
         what="InRecoveryWindow",
+    )
+    # Restored under the value source the versions came from (another source would be refused).
+    core.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="src2"), string_data={"k": "b"})
     )
     objects(admin).patch_namespaced_custom_object(
         GROUP,

@@ -19,13 +19,17 @@ from kubernetes.client.exceptions import ApiException
 
 from managed_secrets.names import RESTORE_ANNOTATION
 from support import kube
+from support.cleartext_servers import CleartextPostgres, cleartext_server
+from support.https_endpoint import LOCALHOST, Endpoint, make_authority, make_server_cert, serve
 from support.operator import (
     ADMISSION_POLICY_FILE,
     GROUP,
     PLURAL,
     VERSION,
     OperatorEnvironment,
+    install_admission_policy,
     managed_secret,
+    remove_admission_policy,
 )
 
 pytestmark = pytest.mark.integration
@@ -124,8 +128,8 @@ REFERENCES: dict[str, tuple[dict[str, Any], str, str]] = {
     ),
     "restartTargets": (
         {"restartTargets": [{"kind": "Deployment", "name": "web"}, {"kind": "DaemonSet", "name": "agent"}]},
-        "spec.restartTargets",
-        "may not patch every one of Deployment web, DaemonSet agent",
+        "spec.restartTargets[0]",
+        "may not patch Deployment web",
     ),
 }
 
@@ -200,7 +204,8 @@ def test_user_roles_aggregate_into_view_edit_and_admin(world: dict[str, Any], na
 
 
 def test_every_reference_field_of_the_crd_is_checked_by_the_policy(crd_schema: dict[str, Any]) -> None:
-    """Walks the CRD schema for fields that name another object; each must have a validation in the policy."""
+    """Walks the CRD schema for fields that name another object (``*Ref``, the adopted target, the restart
+    targets); each must have a validation in the policy, and a new one must be added to this list on purpose."""
     found: list[str] = []
 
     def walk(schema: dict[str, Any], path: str) -> None:
@@ -237,3 +242,133 @@ def crd_schema() -> dict[str, Any]:
     crd = yaml.safe_load(CRD_FILE.read_text())
     schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
+
+
+CANARY = "CANARY-tenant-2d9f4a"
+
+
+@pytest.fixture
+def without_policy(admin: client.ApiClient) -> Iterator[None]:
+    """The admission policy removed, as on a cluster where nobody installed it; put back afterwards."""
+    remove_admission_policy(admin)
+    yield
+    install_admission_policy(admin)
+
+
+@pytest.fixture
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, str]]:
+    authority = make_authority("tenant webhook CA")
+    cert = make_server_cert(authority, tmp_path_factory.mktemp("tenant-webhook"), names=LOCALHOST)
+    yield from ((endpoint, authority.pem) for endpoint in serve(cert))
+
+
+@pytest.mark.usefixtures("without_policy")
+def test_without_the_policy_the_operator_still_lets_no_value_out(
+    admin: client.ApiClient,
+    namespace: str,
+    operator: OperatorEnvironment,
+    world: dict[str, Any],
+    webhook: tuple[Endpoint, str],
+) -> None:
+    """A tenant on a cluster without the policy tries each path; nothing of the canaries reaches it."""
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="ci"))
+    )
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name="ci-token", annotations={"kubernetes.io/service-account.name": "ci"}
+            ),
+            type="kubernetes.io/service-account-token",
+            string_data={"token": CANARY, "username": CANARY, "password": CANARY},
+        ),
+    )
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="db-admin"),
+            string_data={"username": "postgres", "password": CANARY, "value": CANARY},
+        ),
+    )
+    endpoint, ca = webhook
+    tenant = world["tenant"]
+    probe = managed_secret("probe", valueFrom={"secretRef": {"name": "db-admin"}})
+    kube.eventually(lambda: create_as(tenant, namespace, probe) == "", what="the API server to drop the policy")
+    offset = len(operator.process.logs())
+    with cleartext_server(CleartextPostgres) as collector:
+        attempts = {
+            "hook": managed_secret(
+                "hook",
+                type="External",
+                external={"url": endpoint.url, "caBundle": ca, "credentialsSecretRef": {"name": "ci-token"}},
+            ),
+            "collect": managed_secret(
+                "collect",
+                type="Database",
+                database={
+                    "engine": "postgresql",
+                    "host": "127.0.0.1",
+                    "port": collector.port,
+                    "sslMode": "prefer",
+                    "adminSecretRef": {"name": "db-admin"},
+                    "mode": "single",
+                    "username": "app",
+                },
+            ),
+            "leak": managed_secret(
+                "leak",
+                valueFrom={"secretRef": {"name": "db-admin"}},
+                target={
+                    "name": "leak-out",
+                    "template": {"data": {"x": "{{ {}[password] }}", "y": "{{ value.x }}"}},
+                },
+            ),
+            "grab": managed_secret("grab", target={"name": "ci-token", "adoptExisting": True}),
+        }
+        for name, body in attempts.items():
+            assert create_as(tenant, namespace, body, dry_run=False) == "", name
+
+        def settled() -> bool:
+            objects = client.CustomObjectsApi(admin).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL
+            )
+            ready = {
+                o["metadata"]["name"]: next(
+                    (c for c in (o.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {}
+                )
+                for o in objects["items"]
+            }
+            return all(ready.get(n, {}).get("status") == "False" for n in attempts)
+
+        kube.eventually(settled, timeout=60, what="every attempt to be refused with a condition")
+        reasons = {
+            name: next(
+                c
+                for c in client.CustomObjectsApi(admin).get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name
+                )["status"]["conditions"]
+                if c["type"] == "Ready"
+            )
+            for name in attempts
+        }
+        assert reasons["hook"]["reason"] == "ReferenceRefused", reasons["hook"]
+        assert (
+            reasons["grab"]["reason"] == "SecretNotOwned" and "service-account-token" in reasons["grab"]["message"]
+        )
+        assert reasons["leak"]["reason"] == "TemplateError", reasons["leak"]
+        assert reasons["collect"]["reason"] == "InsecureAuthentication", reasons["collect"]
+        assert endpoint.calls == [], "the tenant's endpoint received nothing"
+        assert collector.connections >= 1 and CANARY.encode() not in bytes(collector.received)
+
+    assert core.read_namespaced_secret("ci-token", namespace).type == "kubernetes.io/service-account-token"
+    everything = json.dumps(
+        [
+            client.CustomObjectsApi(admin).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),
+            [e.to_dict() for e in core.list_namespaced_event(namespace).items],
+        ],
+        default=str,
+    )
+    assert CANARY not in everything, "no canary in the ManagedSecrets (spec, status, annotations) or Events"
+    assert CANARY not in operator.process.logs()[offset:], "no canary in the operator's DEBUG log"

@@ -55,12 +55,21 @@ def install_admission_policy(admin: client.ApiClient) -> None:
     apply_documents(admin, USER_ROLES_FILE)
 
 
-def remove_admission_policy(admin: client.ApiClient) -> None:
+ADMISSION_POLICY = "managedsecrets-references.managedsecrets.io"
+USER_ROLES = ("managed-secrets-view", "managed-secrets-edit", "managed-secrets-admin")
+
+
+def remove_admission_policy(admin: client.ApiClient, *, roles: bool = False) -> None:
+    """Deletes the policy and its binding (and the user roles if ``roles``), e.g. before a chart installs them."""
     api = client.AdmissionregistrationV1Api(admin)
-    name = "managedsecrets-references.managedsecrets.io"
-    for delete in (api.delete_validating_admission_policy_binding, api.delete_validating_admission_policy):
+    rbac = client.RbacAuthorizationV1Api(admin)
+    calls = [lambda: api.delete_validating_admission_policy_binding(ADMISSION_POLICY)]
+    calls.append(lambda: api.delete_validating_admission_policy(ADMISSION_POLICY))
+    if roles:
+        calls += [lambda name=name: rbac.delete_cluster_role(name) for name in USER_ROLES]
+    for call in calls:
         try:
-            delete(name)
+            call()
         except ApiException as e:
             if e.status != 404:
                 raise

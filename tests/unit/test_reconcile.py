@@ -754,3 +754,20 @@ def test_a_record_copied_from_another_secret_is_refused(world: World) -> None:
     assert world.condition("a", "Ready")["reason"] == "CorruptRecord"
     secret = world.secret("a")
     assert secret is not None and secret.data != world.secret("b").data  # type: ignore[union-attr]
+
+
+def test_a_missing_admission_policy_is_reported_on_each_object(world: World) -> None:
+    world.service.admission_policy_installed = False
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    missing = world.condition("db", "AdmissionPolicy")
+    assert missing["status"] == "False" and missing["reason"] == "NotInstalled"
+    assert ready(world, "db"), "the operator still serves the object"
+    world.service.admission_policy_installed = True
+    world.reconcile("db")
+    assert world.condition("db", "AdmissionPolicy")["status"] == "True"
+    fresh = World()
+    fresh.service.admission_policy_installed = True
+    fresh.apply(managed_secret("db"))
+    fresh.reconcile("db")
+    assert fresh.condition("db", "AdmissionPolicy") == {}, "nothing to say where the policy always was"

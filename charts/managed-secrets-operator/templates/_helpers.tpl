@@ -89,6 +89,10 @@ with 403s for about a minute, then logs a warning and never notices CRD changes 
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# At start-up the operator checks that the admission policy is bound, and warns if it is not.
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicybindings"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Namespaced mode only: Kopf lists and watches namespaces to match its namespace list. Without it Kopf

@@ -20,7 +20,7 @@ from managed_secrets.cluster.base import EventRef, LiveSecret, OwnerRef, SecretO
 from managed_secrets.errors import ApiConflict, ApiForbidden, ApiNotFound, KubernetesApiError
 from managed_secrets.names import API_GROUP, API_VERSION, PLURAL
 
-__all__ = ["KubernetesCluster", "translate"]
+__all__ = ["KubernetesCluster", "admission_policy_bound", "translate"]
 
 log = logging.getLogger(__name__)
 COMPONENT = "managed-secrets-operator"
@@ -216,3 +216,15 @@ class KubernetesCluster:
             f"{ref.kind} {ref.name}",
             f"{_WORKLOAD_PLURALS[ref.kind]} (apps)",
         )
+
+
+def admission_policy_bound(api: client.ApiClient, binding: str) -> bool | None:
+    """Whether the ValidatingAdmissionPolicyBinding ``binding`` exists; ``None`` if the operator may not tell."""
+    try:
+        client.AdmissionregistrationV1Api(api).read_validating_admission_policy_binding(binding)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        log.warning("cannot tell whether the admission policy is installed: HTTP %s %s", e.status, e.reason)
+        return None
+    return True

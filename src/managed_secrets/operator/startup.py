@@ -10,10 +10,10 @@ import kopf
 from kubernetes import client, config
 
 from managed_secrets.cluster.keyring import KeyringSecret, load_keyring_file, load_or_create_keyring
-from managed_secrets.cluster.kubernetes import KubernetesCluster
+from managed_secrets.cluster.kubernetes import KubernetesCluster, admission_policy_bound
 from managed_secrets.domain.clock import SystemClock
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
-from managed_secrets.names import FINALIZER, KOPF_PREFIX
+from managed_secrets.names import ADMISSION_POLICY, FINALIZER, KOPF_PREFIX
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
 from managed_secrets.rotation.engine import Backoff
@@ -70,6 +70,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         metrics=metrics,
         operator_namespace=cfg.namespace,
     )
+    service.admission_policy_installed = admission_policy_bound(api, ADMISSION_POLICY)
+    metrics.set_admission_policy(service.admission_policy_installed)
+    if service.admission_policy_installed is False:
+        log.warning(
+            "the admission policy %s is not installed: anyone who may write ManagedSecrets can have the operator "
+            "read the Secrets they reference (install deploy/admission-policy.yaml or the chart's "
+            "admissionPolicy.enabled)",
+            ADMISSION_POLICY,
+        )
     server = start_metrics_server(metrics, cfg.metrics_port)
     memo["metrics_server"] = server
     log.info("metrics served on port %d at /metrics", server.port)

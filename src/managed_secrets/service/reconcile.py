@@ -27,6 +27,7 @@ from managed_secrets.errors import (
     safe_message,
 )
 from managed_secrets.metrics import OperatorMetrics
+from managed_secrets.names import ADMISSION_POLICY
 from managed_secrets.projection import ProjectionConflict, ProjectionError, RenderError
 from managed_secrets.projection.restart import RestartError
 from managed_secrets.rotation.engine import Backoff, RotationEngine
@@ -79,6 +80,8 @@ class ManagedSecretService:
         operator_namespace: str | None = None,
     ) -> None:
         self.operator_namespace = operator_namespace
+        # Set at start-up: whether the admission policy is bound (None: the operator cannot tell).
+        self.admission_policy_installed: bool | None = None
         self.metrics = metrics or OperatorMetrics(runtime_collectors=False)
         self.cluster = cluster
         self.vault = vault
@@ -166,6 +169,18 @@ class ManagedSecretService:
         return outcome
 
     def _finish(self, resource: ManagedSecretResource, spec: ManagedSecretSpec | None, outcome: Outcome) -> None:
+        if self.admission_policy_installed is False:
+            outcome.add(
+                "AdmissionPolicy",
+                "False",
+                "NotInstalled",
+                f"the admission policy {ADMISSION_POLICY} is not installed: references in this spec were not "
+                "checked against its author's rights",
+            )
+        elif self.admission_policy_installed and resource.old_condition("AdmissionPolicy"):
+            outcome.add(
+                "AdmissionPolicy", "True", "Installed", f"the admission policy {ADMISSION_POLICY} is bound"
+            )
         self._write_status(resource, spec, outcome)
         key = resource.key
         self.metrics.set_next_rotation(key.namespace, key.name, outcome.next_rotation)

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     """The new credentials do not log in."""
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     """No connection: server down, network, DNS, timeout, or TLS not possible with the sslMode asked for."""
+    INSECURE_AUTHENTICATION = "InsecureAuthentication"
+    """The server asked for the password itself (cleartext or MD5) instead of a challenge-response login."""
     DATABASE_ERROR = "DatabaseError"
     """Any other error the server returned; the message carries its SQLSTATE or error number."""
     INVALID_PENDING_VALUE = "InvalidPendingValue"

@@ -106,6 +106,14 @@ def _connect(endpoint: Endpoint, login: Credentials, refused: Reason, who: str) 
         # Only the libpq connection state is looked at: the exception's text is never passed on.
         pgconn = getattr(exc, "pgconn", None)
         server_asked_for_password = bool(pgconn is not None and pgconn.used_password)
+        # libpq's own wording when require_auth refused the server's method (nothing of the server's is quoted).
+        insecure = "authentication method requirement" in str(exc)
+    if insecure:
+        raise DatabaseFailure(
+            Reason.INSECURE_AUTHENTICATION,
+            f"{endpoint.describe()} asked {who} {login.username!r} for its password instead of a SCRAM login;"
+            " refused, nothing was sent (configure scram-sha-256 for this host in pg_hba.conf)",
+        )
     if server_asked_for_password:
         raise DatabaseFailure(
             refused,
