@@ -15,6 +15,7 @@ The tree::
     ├── IntegrityError                   a sealed record failed authentication: fails closed for that version
     │   └── UnknownKeyError              the record names a key-encryption key the keyring does not have
     ├── KeyringError                     the keyring itself is malformed or cannot be used
+    │   ├── KeyringLost                  no keyring Secret, but sealed versions exist: the operator stops
     │   ├── KeyNotFound                  the key provider holds no key-encryption key with that id
     │   └── UnwrapFailed                 a wrapped data key failed authentication under its key
     ├── StoreError                       the backing store failed
@@ -90,6 +91,10 @@ class UnknownKeyError(IntegrityError):
 
 class KeyringError(ManagedSecretsError):
     """The keyring is malformed or cannot serve the request."""
+
+
+class KeyringLost(KeyringError):
+    """The keyring Secret is gone while sealed versions are stored: never replaced by a new keyring."""
 
 
 class KeyNotFound(KeyringError):

@@ -25,6 +25,7 @@ KOPF_PREFIX = f"kopf.{PREFIX}"
 
 # --- annotations a user (or ``kubectl msecret``) puts on a ManagedSecret ----------------------------------
 ROTATE_ANNOTATION = f"{PREFIX}/rotate"
+REINITIALIZE_ANNOTATION = f"{PREFIX}/reinitialize"  # start again after a lost store, from the version named
 RESTORE_ANNOTATION = f"{PREFIX}/restore"
 MOVE_STAGE_ANNOTATION = f"{PREFIX}/move-stage"
 

@@ -167,3 +167,12 @@ def test_a_failing_callback_does_not_stop_the_scheduler() -> None:
         assert sorted(calls) == ["bad", "good"]
     finally:
         scheduler.stop()
+
+
+def test_a_lost_keyring_is_never_replaced_while_versions_are_stored() -> None:
+    world = World()
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    with pytest.raises(KeyringError, match="the keyring was lost"):
+        load_or_create_keyring(world.cluster, OPERATOR_NS, KEYRING, store_is_empty=world.store.is_empty)
+    assert (OPERATOR_NS, KEYRING) not in world.cluster.secrets, "no new keyring was written"

@@ -22,6 +22,7 @@ from managed_secrets.names import (
     DELETED_AT,
     MOVE_STAGE_ANNOTATION,
     OWNER_ANNOTATION,
+    REINITIALIZE_ANNOTATION,
     RESTORE_ANNOTATION,
     ROTATE_ANNOTATION,
     VERSION_ANNOTATION,
@@ -771,3 +772,37 @@ def test_a_missing_admission_policy_is_reported_on_each_object(world: World) -> 
     fresh.apply(managed_secret("db"))
     fresh.reconcile("db")
     assert fresh.condition("db", "AdmissionPolicy") == {}, "nothing to say where the policy always was"
+
+
+# --- faults fail closed ----------------------------------------------------------------------------------
+
+
+def test_a_lost_store_is_a_fault_not_a_fresh_start(world: World) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("db")
+    projected = world.secret("db").data  # type: ignore[union-attr]
+    assert world.status("db")["nextVersion"] == 3
+    world.store.delete(RecordKey(NAMESPACE, "db"))
+
+    mark = world.mark()
+    world.reconcile("db")
+    world.reconcile("db")
+    lost = world.condition("db", "Ready")
+    assert lost["reason"] == "StoreLost" and f"{REINITIALIZE_ANNOTATION}: 'v3'" in lost["message"]
+    writes, store_writes, events = world.writes_since(mark)
+    assert store_writes == 0 and events == ["StoreLost"], "nothing generated, one Warning"
+    assert sorted(w.resource for w in writes) == ["events", "managedsecrets/status"], (
+        "one status patch, then quiet"
+    )
+    assert world.secret("db").data == projected, "the projected value is left as it was"  # type: ignore[union-attr]
+    assert world.status("db")["currentVersion"] == "v2", "the status keeps its evidence"
+
+    world.edit("db", annotations={REINITIALIZE_ANNOTATION: "v2"})  # not the version the condition names
+    world.reconcile("db")
+    assert world.store.writes == store_writes + mark[1]
+    world.edit("db", annotations={REINITIALIZE_ANNOTATION: "v3"})
+    world.reconcile("db")
+    assert [v.id for v in world.record("db").versions] == ["v3"], "version ids are never issued twice"
+    assert ready(world, "db") and "Reinitialized" in world.events("Warning")

@@ -6,12 +6,20 @@ of the create reads the winner's keyring, so every replica encrypts under the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from managed_secrets.cluster.base import Cluster, SecretObject
 from managed_secrets.crypto import LocalKeyring
-from managed_secrets.errors import ApiConflict, ApiForbidden, KeyringError, KubernetesApiError, WriteConflict
+from managed_secrets.errors import (
+    ApiConflict,
+    ApiForbidden,
+    KeyringError,
+    KeyringLost,
+    KubernetesApiError,
+    WriteConflict,
+)
 from managed_secrets.names import KEYRING_SECRET_TYPE
 
 __all__ = ["KEYRING_DATA_KEY", "KeyringSecret", "load_keyring_file", "load_or_create_keyring"]
@@ -26,8 +34,19 @@ def load_keyring_file(path: Path) -> LocalKeyring:
         raise KeyringError(f"cannot read keyring file {path}: {e.strerror}") from None
 
 
-def load_or_create_keyring(cluster: Cluster, namespace: str, name: str, *, create: bool = True) -> LocalKeyring:
-    """The keyring from its Secret; generated and stored on first start unless ``create`` is false."""
+def load_or_create_keyring(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    *,
+    create: bool = True,
+    store_is_empty: Callable[[], bool] = lambda: True,
+) -> LocalKeyring:
+    """The keyring from its Secret; generated and stored on first start unless ``create`` is false.
+
+    A missing keyring is only a first start while the store is empty too: with stored versions it was lost,
+    and a new one would make every version undecryptable, so the operator refuses to start (fail closed).
+    """
     where = f"keyring Secret {namespace}/{name}"
     for _ in range(3):
         try:
@@ -43,6 +62,12 @@ def load_or_create_keyring(cluster: Cluster, namespace: str, name: str, *, creat
             if not raw:
                 raise KeyringError(f"{where} has no {KEYRING_DATA_KEY!r} key")
             return LocalKeyring.from_bytes(raw)
+        if not store_is_empty():
+            raise KeyringLost(
+                f"{where} does not exist but the store holds sealed versions: the keyring was lost. Restore the "
+                "keyring Secret from a backup; a new keyring would make every stored version undecryptable, so "
+                "none is generated"
+            )
         if not create:
             raise KeyringError(
                 f"{where} does not exist and creating one is disabled "

@@ -12,6 +12,7 @@ from kubernetes import client, config
 from managed_secrets.cluster.keyring import KeyringSecret, load_keyring_file, load_or_create_keyring
 from managed_secrets.cluster.kubernetes import KubernetesCluster, admission_policy_bound
 from managed_secrets.domain.clock import SystemClock
+from managed_secrets.errors import KeyringLost
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
 from managed_secrets.names import ADMISSION_POLICY, FINALIZER, KOPF_PREFIX
 from managed_secrets.operator.config import OperatorConfig
@@ -56,11 +57,22 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, cfg)
     api = api_client()
     cluster = KubernetesCluster(api)
+    store = KubernetesStore(api, cfg.namespace)
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
-        keyring = load_or_create_keyring(cluster, cfg.namespace, cfg.keyring_secret, create=cfg.keyring_create)
-    store = KubernetesStore(api, cfg.namespace)
+        try:
+            keyring = load_or_create_keyring(
+                cluster,
+                cfg.namespace,
+                cfg.keyring_secret,
+                create=cfg.keyring_create,
+                store_is_empty=store.is_empty,
+            )
+        except KeyringLost as e:
+            # Not retried: only a person can bring the keyring back (the operator exits and says why).
+            log.error("%s", e)
+            raise kopf.PermanentError(str(e)) from None
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
     metrics = OperatorMetrics()
     service = ManagedSecretService(

@@ -88,6 +88,7 @@ def desired_status(
         status["currentVersion"] = record.current.id if record.current else None
         status["previousVersion"] = record.previous.id if record.previous else None
         status["pendingVersion"] = record.pending.id if record.pending else None
+        status["nextVersion"] = record.next_version_number
     if projected_secret is not None:
         status["projectedSecret"] = projected_secret
     elif old.get("projectedSecret"):

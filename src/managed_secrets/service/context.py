@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from managed_secrets.cluster import Cluster, LiveSecret
-from managed_secrets.domain import SecretRecord, SecretValue, Version
+from managed_secrets.domain import SecretMetadata, SecretRecord, SecretValue, Version
 from managed_secrets.errors import ReferenceRefused
 from managed_secrets.metrics import OperatorMetrics
 from managed_secrets.names import PROTECTED_SECRET_TYPES
@@ -80,6 +80,20 @@ class Pass:
     def open_current(self) -> SecretValue | None:
         record = self.record
         return self.open(record.current) if record is not None and record.current is not None else None
+
+    def new_metadata(self, now: dt.datetime | None = None) -> SecretMetadata:
+        """The metadata a new record of this ManagedSecret gets."""
+        r = self.resource
+        return SecretMetadata(
+            namespace=r.namespace,
+            name=r.name,
+            uid=r.uid,
+            secret_type=self.spec.secret_type,
+            created=now or self.deps.now(),
+            description=self.spec.description,
+            encryption_key=self.spec.encryption_key,
+            tags=tuple(sorted(r.labels.items())),
+        )
 
     def read_secret(self, name: str) -> Mapping[str, bytes]:
         """A Secret in the ManagedSecret's namespace, for strategies (``{}`` if it does not exist)."""

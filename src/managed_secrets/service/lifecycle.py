@@ -7,15 +7,26 @@ name finds them waiting and says so, until it carries the restore annotation; th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
-from managed_secrets.domain import SecretRecord
+from managed_secrets.domain import SecretRecord, new_secret, version_id_for
 from managed_secrets.domain.clock import iso
 from managed_secrets.errors import ManagedSecretsError, safe_message
-from managed_secrets.names import DELETED_AT, PURGE_AFTER, RESTORE_ANNOTATION, SOURCE_IDENTITY
+from managed_secrets.names import (
+    DELETED_AT,
+    LAST_ROTATE_REQUEST,
+    LAST_STAGE_MOVE,
+    PURGE_AFTER,
+    REINITIALIZE_ANNOTATION,
+    RESTORE_ANNOTATION,
+    SOURCE_IDENTITY,
+    StageMoveRequest,
+)
 from managed_secrets.service.context import Deps, Pass
 from managed_secrets.service.resource import ManagedSecretResource
 from managed_secrets.store import RecordKey
@@ -29,7 +40,9 @@ def load(p: Pass) -> bool:
     """Reads the stored record into ``p``; restores a deleted one when asked. False: it waits for a restore."""
     loaded = p.deps.vault.load(p.key)
     p.keep(loaded)
-    if loaded is None or DELETED_AT not in loaded.attributes:
+    if loaded is None:
+        return _store_lost(p)
+    if DELETED_AT not in loaded.attributes:
         return True
     if not p.resource.restore_requested:
         until = loaded.attributes.get(PURGE_AFTER, "?")
@@ -60,6 +73,54 @@ def load(p: Pass) -> bool:
     )
     p.normal("Restored", f"restored {len(loaded.record.versions)} stored versions")
     return True
+
+
+def high_water(status: Mapping[str, Any]) -> int:
+    """The next version number the status proves (0: the status shows no versions were ever stored)."""
+    ids = [str(v.get("id", "")) for v in status.get("versions") or [] if isinstance(v, dict)]
+    numbers = [int(i[1:]) for i in ids if i[1:].isdigit()]
+    for field in ("currentVersion", "previousVersion", "pendingVersion"):
+        value = status.get(field)
+        if isinstance(value, str) and value[1:].isdigit():
+            numbers.append(int(value[1:]))
+    recorded = status.get("nextVersion")
+    return max([int(recorded) if isinstance(recorded, int) else 0, *(n + 1 for n in numbers)])
+
+
+def _store_lost(p: Pass) -> bool:
+    """No stored record. Fine for a new object; a fault for one whose status shows versions were stored.
+
+    Nothing is generated then until a person sets ``managedsecrets.io/reinitialize`` to the version id the
+    condition names; the new record starts at that number, so no version id is ever issued twice.
+    """
+    start = high_water(p.resource.status)
+    if start == 0:
+        return True
+    first = version_id_for(start)
+    if p.resource.annotations.get(REINITIALIZE_ANNOTATION) == first:
+        # The requests on the object were handled before the loss: they must not run again on the new record.
+        handled = {LAST_ROTATE_REQUEST: p.resource.rotate_request} if p.resource.rotate_request else {}
+        with contextlib.suppress(ValueError):
+            handled[LAST_STAGE_MOVE] = StageMoveRequest.decode(p.resource.stage_move_request).id
+        p.keep(
+            p.deps.vault.change(
+                p.key,
+                lambda r: r or replace(new_secret(p.new_metadata()), next_version_number=start),
+                attributes=lambda a: {**a, **handled},
+            )
+        )
+        p.warning("Reinitialized", f"the stored versions were lost; starting again at version {first}")
+        return True
+    message = (
+        f"the stored versions of {p.key} are gone (was the store Secret deleted?); nothing new is generated. "
+        f"Restore the store Secret from a backup, or set the annotation {REINITIALIZE_ANNOTATION}: '{first}' "
+        "to start again with new values"
+    )
+    p.outcome.add("Ready", "False", "StoreLost", message)
+    p.deps.metrics.count_store_error("reconcile", "StoreLost")
+    if p.resource.old_condition("Ready").get("reason") != "StoreLost":
+        p.warning("StoreLost", message)
+    return False
 
 
 def _restore_refusal(p: Pass, record: SecretRecord, attributes: Mapping[str, str]) -> str:

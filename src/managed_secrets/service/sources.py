@@ -7,11 +7,10 @@ prunes unlabelled versions beyond ``versionLimit``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import replace
 
-from managed_secrets.domain import SecretMetadata, SecretRecord, SecretValue, apply_prune, new_secret, put_value
+from managed_secrets.domain import SecretRecord, SecretValue, apply_prune, new_secret, put_value
 from managed_secrets.errors import InvalidRequest, SourceUnavailable
 from managed_secrets.names import SOURCE_IDENTITY
 from managed_secrets.rotation.engine import initial_value
@@ -103,7 +102,7 @@ def store_value(p: Pass, value: SecretValue) -> None:
 
     def change(record: SecretRecord | None) -> SecretRecord:
         now = vault.clock.now()
-        base = record or new_secret(_metadata(p, now))
+        base = record or new_secret(p.new_metadata(now))
         version_id = vault.next_version_id(base)
         sealed = vault.seal(base.secret_id, version_id, value, spec.encryption_key)
         updated, version = put_value(base, fingerprint=fingerprint, sealed=sealed, now=now)
@@ -125,17 +124,3 @@ def store_value(p: Pass, value: SecretValue) -> None:
         how = "generated" if spec.generate is not None else f"from {spec.source_kind}"
         p.normal("VersionCreated", f"stored version {created[0]} as ACSCurrent ({how})")
         log.info("stored version %s of %s", created[0], p.key)
-
-
-def _metadata(p: Pass, now: dt.datetime) -> SecretMetadata:
-    r = p.resource
-    return SecretMetadata(
-        namespace=r.namespace,
-        name=r.name,
-        uid=r.uid,
-        secret_type=p.spec.secret_type,
-        created=now,
-        description=p.spec.description,
-        encryption_key=p.spec.encryption_key,
-        tags=tuple(sorted(r.labels.items())),
-    )

@@ -76,6 +76,10 @@ class VersionStore(abc.ABC):
     def list(self) -> list[StoredRecord]:
         """Every record in the store, in key order."""
 
+    def is_empty(self) -> bool:
+        """True when the store holds no record at all (backends may answer without listing everything)."""
+        return not self.list()
+
     @abc.abstractmethod
     def delete(self, key: RecordKey, *, expected_revision: str | None = None) -> None:
         """Deletes the record (only at ``expected_revision`` if given). Raises ``RecordNotFound``."""

@@ -138,6 +138,15 @@ class KubernetesStore(VersionStore):
                 break
         return sorted(records, key=lambda r: r.key)
 
+    def is_empty(self) -> bool:
+        try:
+            page = self._core.list_namespaced_secret(
+                self._namespace, label_selector=f"{STORE_LABEL}=true", limit=1
+            )
+        except ApiException as e:
+            raise _store_error("list", None, e) from None
+        return not page.items
+
     def delete(self, key: RecordKey, *, expected_revision: str | None = None) -> None:
         options = client.V1DeleteOptions(
             preconditions=client.V1Preconditions(resource_version=expected_revision) if expected_revision else None

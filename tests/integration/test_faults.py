@@ -1,0 +1,77 @@
+"""Faults fail closed and lose nothing, against the real API server with the operator as its ServiceAccount."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from managed_secrets.names import REINITIALIZE_ANNOTATION, ROTATE_ANNOTATION
+from managed_secrets.store import RecordKey
+from managed_secrets.store.kubernetes import store_secret_name
+from support import kube
+from support.operator import (
+    OperatorEnvironment,
+    OperatorProcess,
+    annotate,
+    condition,
+    create,
+    get_ms,
+    managed_secret,
+    secret_data,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_deleted_store_secret_is_reported_and_nothing_is_regenerated(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    core = client.CoreV1Api(admin)
+    create(admin, namespace, managed_secret("lost"))
+    wait_ready(admin, namespace, "lost")
+    annotate(admin, namespace, "lost", {ROTATE_ANNOTATION: "r1"})
+    kube.eventually(lambda: get_ms(admin, namespace, "lost")["status"].get("currentVersion") == "v2", what="v2")
+    projected = secret_data(admin, namespace, "lost")
+    store_name = store_secret_name(RecordKey(namespace, "lost"))
+    core.delete_namespaced_secret(store_name, operator.namespace)
+    # Any event brings the object back: an unrelated annotation is enough.
+    annotate(admin, namespace, "lost", {"example.com/touch": "1"})
+    kube.eventually(
+        lambda: condition(get_ms(admin, namespace, "lost"), "Ready").get("reason") == "StoreLost", what="StoreLost"
+    )
+    assert kube.status_of(lambda: core.read_namespaced_secret(store_name, operator.namespace)) == 404
+    assert secret_data(admin, namespace, "lost") == projected, "the projected value is left alone"
+    message = condition(get_ms(admin, namespace, "lost"), "Ready")["message"]
+    assert f"{REINITIALIZE_ANNOTATION}: 'v3'" in message
+
+    annotate(admin, namespace, "lost", {REINITIALIZE_ANNOTATION: "v3"})
+    kube.eventually(
+        lambda: get_ms(admin, namespace, "lost")["status"].get("currentVersion") == "v3", what="a new v3, never v1"
+    )
+    assert [v["id"] for v in get_ms(admin, namespace, "lost")["status"]["versions"]] == ["v3"]
+
+
+def test_a_lost_keyring_stops_the_operator_instead_of_a_new_one(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(admin)
+    create(admin, namespace, managed_secret("sealed"))
+    wait_ready(admin, namespace, "sealed")
+    keyring = core.read_namespaced_secret("managed-secrets-keyring", operator.namespace)
+    core.delete_namespaced_secret("managed-secrets-keyring", operator.namespace)
+    second = OperatorProcess(operator.kubeconfig, operator.namespace, tmp_path / "second.log")
+    try:
+        with pytest.raises(AssertionError, match="exited at start-up"):
+            second.start()
+        assert "the keyring was lost" in second.logs()
+        assert (
+            kube.status_of(lambda: core.read_namespaced_secret("managed-secrets-keyring", operator.namespace))
+            == 404
+        )
+    finally:
+        second.stop()
+        keyring.metadata = client.V1ObjectMeta(name=keyring.metadata.name, namespace=operator.namespace)
+        core.create_namespaced_secret(operator.namespace, keyring)
