@@ -168,6 +168,8 @@ class OperatorProcess:
             "MSO_METRICS_PORT": "0",
             # Short watches: every test sees Kopf reconnect, and the idle test waits for one in seconds.
             "MSO_WATCH_TIMEOUT_SECONDS": str(WATCH_TIMEOUT_SECONDS),
+            # The schedule tests rotate every few seconds, below the production floor of one minute.
+            "MSO_MIN_ROTATION_INTERVAL_SECONDS": "1",
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)

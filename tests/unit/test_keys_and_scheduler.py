@@ -176,3 +176,29 @@ def test_a_lost_keyring_is_never_replaced_while_versions_are_stored() -> None:
     with pytest.raises(KeyringError, match="the keyring was lost"):
         load_or_create_keyring(world.cluster, OPERATOR_NS, KEYRING, store_is_empty=world.store.is_empty)
     assert (OPERATOR_NS, KEYRING) not in world.cluster.secrets, "no new keyring was written"
+
+
+def test_the_scheduler_never_runs_an_object_twice_within_its_gap() -> None:
+    clock = ManualClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    runs: list[dt.datetime] = []
+    ran = threading.Event()
+
+    def callback(namespace: str, name: str) -> None:
+        runs.append(clock.now())
+        ran.set()
+        scheduler.schedule(namespace, name, clock.now())  # asks to run again at once, every time
+
+    scheduler = Scheduler(callback, clock)
+    scheduler.start()
+    try:
+        scheduler.schedule("app", "spin", clock.now())
+        assert ran.wait(10)
+        ran.clear()
+        assert not ran.wait(0.5), "no second run before the gap has passed"
+        assert scheduler.due_time("app", "spin") == runs[0] + Scheduler.MIN_GAP
+        clock.advance(Scheduler.MIN_GAP)
+        scheduler.schedule("app", "nudge", clock.now() + dt.timedelta(days=1))  # wakes the loop
+        assert ran.wait(10)
+        assert len(runs) == 2
+    finally:
+        scheduler.stop()

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 from managed_secrets.cluster import OwnerRef, WorkloadRef
+from managed_secrets.domain import move_label
 from managed_secrets.errors import IntegrityError, StoreError
 from managed_secrets.names import (
     CREATE_FAILURES,
@@ -385,7 +386,8 @@ def test_invalid_and_refused_stage_moves(world: World) -> None:
     rotated_twice(world)
     world.edit("db", annotations={MOVE_STAGE_ANNOTATION: "{not json"})
     world.reconcile("db")
-    assert world.events("Warning") == ["InvalidStageMove"]
+    world.reconcile("db")
+    assert world.events("Warning") == ["InvalidStageMove"], "one Warning per distinct annotation"
     world.edit(
         "db", annotations={MOVE_STAGE_ANNOTATION: json.dumps({"label": "ACSCurrent", "version": "v9", "id": "m2"})}
     )
@@ -552,10 +554,63 @@ def test_an_unparseable_spec_gets_a_condition_and_no_retry(world: World) -> None
     assert world.store.writes == 0
 
 
-def test_an_invalid_rotation_interval_is_reported(world: World) -> None:
-    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "soon"}))
+@pytest.mark.parametrize(
+    ("rotation", "message"),
+    [
+        ({"enabled": True, "interval": "soon"}, "spec.rotation.interval: duration 'soon' must be whole numbers"),
+        ({"enabled": True, "interval": "999999999d"}, "spec.rotation.interval: duration '999999999d' is longer"),
+        ({"enabled": True, "interval": "1s"}, "spec.rotation.interval: 1s is shorter than the operator's floor"),
+        ({"enabled": True, "schedule": "61 * * * *"}, "spec.rotation.schedule '61 * * * *' is not a valid cron"),
+        ({"enabled": True, "schedule": "0 0 30 2 *"}, "spec.rotation.schedule '0 0 30 2 *' never fires"),
+    ],
+)
+def test_an_invalid_rotation_setting_is_reported_and_the_value_still_projected(
+    world: World, rotation: dict[str, object], message: str
+) -> None:
+    world.apply(managed_secret("db", rotation=rotation))
+    outcome = world.reconcile("db")
+    failed = world.condition("db", "RotationFailed")
+    assert failed["status"] == "True" and failed["reason"] == "InvalidSchedule"
+    assert failed["message"].startswith(message)
+    assert ready(world, "db") and world.secret("db") is not None, "a rotation-config error blocks no projection"
+    assert outcome.next_rotation is None and outcome.wake_at is None
+    mark = world.mark()
     world.reconcile("db")
-    assert "duration 'soon'" in world.condition("db", "Ready")["message"]
+    assert world.writes_since(mark) == ([], 0, []), "reported once, then quiet"
+
+
+def test_a_hand_placed_pending_label_is_reported_and_does_not_spin(world: World) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
+    world.reconcile("db")
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    world.reconcile("db")
+    key = RecordKey(NAMESPACE, "db")
+    world.vault.update(key, lambda r: move_label(r, "ACSPending", "v1") if r else r)  # as a hand edit would
+    world.clock.advance(hours=2)  # and the next rotation is due
+    outcome = world.reconcile("db")
+    stuck = world.condition("db", "RotationFailed")
+    assert stuck["reason"] == "PendingWithoutRotation" and "v1 carries ACSPending" in stuck["message"]
+    assert outcome.wake_at is None and outcome.next_rotation is None, "nothing to wake for until a person acts"
+    assert world.service.scheduler.due_time(NAMESPACE, "db") is None
+
+
+def test_a_due_rotation_that_backs_off_wakes_at_the_end_of_the_wait(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.apply(managed_secret("db", rotation={"enabled": True, "interval": "1h"}))
+    world.reconcile("db")
+
+    def broken(self: GenerateStrategy, ctx: object) -> object:
+        raise RotationStepFailed("create", "GeneratorDown", "no value could be made")
+
+    monkeypatch.setattr(GenerateStrategy, "create", broken)
+    world.clock.advance(hours=1, seconds=1)
+    world.reconcile("db")
+    retry = world.service.scheduler.due_time(NAMESPACE, "db")
+    assert retry == world.clock.now() + dt.timedelta(seconds=30), "not the due time in the past: no busy loop"
+    world.clock.advance(seconds=5)
+    world.reconcile("db")
+    assert world.service.scheduler.due_time(NAMESPACE, "db") == retry
 
 
 def test_projection_write_forbidden_is_named(world: World) -> None:

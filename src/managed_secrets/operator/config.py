@@ -20,6 +20,7 @@ class OperatorConfig:
     rotation_backoff_seconds: float = 30.0
     metrics_port: int = 9090
     watch_timeout_seconds: int = 300
+    min_rotation_interval_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -38,6 +39,7 @@ class OperatorConfig:
             rotation_backoff_seconds=float(env.get("MSO_ROTATION_BACKOFF_SECONDS", "30")),
             metrics_port=int(env.get("MSO_METRICS_PORT", "9090")),
             watch_timeout_seconds=int(env.get("MSO_WATCH_TIMEOUT_SECONDS", "300")),
+            min_rotation_interval_seconds=float(env.get("MSO_MIN_ROTATION_INTERVAL_SECONDS", "60")),
         )
 
 

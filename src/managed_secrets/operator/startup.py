@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from typing import Any
@@ -81,6 +82,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds),
         metrics=metrics,
         operator_namespace=cfg.namespace,
+        min_rotation_interval=dt.timedelta(seconds=cfg.min_rotation_interval_seconds),
     )
     service.admission_policy_installed = admission_policy_bound(api, ADMISSION_POLICY)
     metrics.set_admission_policy(service.admission_policy_installed)

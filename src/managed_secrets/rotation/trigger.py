@@ -7,7 +7,8 @@ operator handled, a persisted create failure and the time, and answers one of:
 - ``Refuse(request_id, pending)``: a new request arrived while another version is pending;
 - ``WaitUntil(when)``: a create failure is backing off, or the step in flight is not due for a retry;
 - ``Advance``: a rotation is in flight and its next step may run now;
-- ``Idle(next_due)``: nothing to do; ``next_due`` is the next scheduled rotation, if any.
+- ``Idle(next_due)``: nothing to do; ``next_due`` is the next scheduled rotation, if any;
+- ``Stuck(version)``: a version is ACSPending without a rotation in progress (a hand-moved label).
 
 Both ``Refuse`` and the in-flight answers still advance the rotation in flight: ``advance`` tells when.
 Because the backoff is read from what is persisted with the record, a restart neither forgets a failure nor
@@ -23,7 +24,18 @@ from managed_secrets.domain import SecretRecord
 from managed_secrets.domain.clock import iso
 from managed_secrets.domain.schedule import RotationSchedule, next_rotation_time, rotation_due
 
-__all__ = ["Advance", "CreateFailure", "Decision", "Idle", "Refuse", "Start", "WaitUntil", "decide", "next_due"]
+__all__ = [
+    "Advance",
+    "CreateFailure",
+    "Decision",
+    "Idle",
+    "Refuse",
+    "Start",
+    "Stuck",
+    "WaitUntil",
+    "decide",
+    "next_due",
+]
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,15 @@ class Idle:
     next_due: dt.datetime | None
 
 
-Decision = Start | Refuse | WaitUntil | Advance | Idle
+@dataclass(frozen=True)
+class Stuck:
+    """A version carries ACSPending without rotation progress (e.g. a label moved by hand): nothing can start
+    or advance until a person moves the label; waiting on a schedule would only spin."""
+
+    pending_version: str
+
+
+Decision = Start | Refuse | WaitUntil | Advance | Idle | Stuck
 
 
 def next_due(
@@ -91,6 +111,8 @@ def decide(
 ) -> Decision:
     """What the rotation trigger does now (see the module docstring). ``request`` is "" when none is set."""
     new_request = bool(request) and request != handled
+    if record.rotation is None and record.pending is not None:
+        return Stuck(record.pending.id)
     if record.rotation is not None or record.pending is not None:
         pending = record.pending
         if new_request and pending is not None and pending.request_id != request:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from managed_secrets.cluster import Cluster, LiveSecret
 from managed_secrets.domain import SecretMetadata, SecretRecord, SecretValue, Version
+from managed_secrets.domain.schedule import MIN_INTERVAL
 from managed_secrets.errors import ReferenceRefused
 from managed_secrets.metrics import OperatorMetrics
 from managed_secrets.names import PROTECTED_SECRET_TYPES
@@ -35,6 +36,7 @@ class Deps:
     events: EventRecorder
     metrics: OperatorMetrics
     engine: RotationEngine
+    min_rotation_interval: dt.timedelta = MIN_INTERVAL
 
     def now(self) -> dt.datetime:
         return self.vault.clock.now()

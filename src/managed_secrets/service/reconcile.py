@@ -10,12 +10,14 @@ write, no Secret write, no status patch, no Event).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from managed_secrets.cluster import Cluster
+from managed_secrets.domain.schedule import MIN_INTERVAL
 from managed_secrets.errors import (
     InvalidRequest,
     KeyringError,
@@ -78,6 +80,7 @@ class ManagedSecretService:
         backoff: Backoff | None = None,
         metrics: OperatorMetrics | None = None,
         operator_namespace: str | None = None,
+        min_rotation_interval: dt.timedelta = MIN_INTERVAL,
     ) -> None:
         self.operator_namespace = operator_namespace
         # Set at start-up: whether the admission policy is bound (None: the operator cannot tell).
@@ -87,7 +90,7 @@ class ManagedSecretService:
         self.vault = vault
         self.events = EventRecorder(cluster)
         self.engine = RotationEngine(vault, backoff or Backoff())
-        self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine)
+        self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -185,8 +188,7 @@ class ManagedSecretService:
         key = resource.key
         self.metrics.set_next_rotation(key.namespace, key.name, outcome.next_rotation)
         self.metrics.observe_conditions(key.namespace, key.name, {c.type: c.status for c in outcome.conditions})
-        times = [t for t in (outcome.next_rotation, outcome.wake_at) if t is not None]
-        self.scheduler.schedule(key.namespace, key.name, min(times) if times else None)
+        self.scheduler.schedule(key.namespace, key.name, wake_time(outcome, self.vault.clock.now()))
 
     def _fail(self, resource: ManagedSecretResource, outcome: Outcome, error: ManagedSecretsError) -> None:
         message = safe_message(error)
@@ -211,3 +213,12 @@ class ManagedSecretService:
         new.update(rotation_fields)
         if status_differs(resource.status, new):
             self.cluster.patch_status(resource.namespace, resource.name, new)
+
+
+def wake_time(outcome: Outcome, now: dt.datetime) -> dt.datetime | None:
+    """When to reconcile this object again. A due time already past counts only when nothing else was asked
+    for: a rotation that is due but waiting (backoff, a stuck label) wakes at the wait's end, never at once."""
+    due = outcome.next_rotation
+    if outcome.wake_at is not None:
+        return outcome.wake_at if due is None or due <= now else min(due, outcome.wake_at)
+    return due

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from managed_secrets.domain.clock import iso
 from managed_secrets.domain.schedule import RotationSchedule
-from managed_secrets.errors import ManagedSecretsError, RotationInProgress
+from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress
 from managed_secrets.metrics import RotationResult
 from managed_secrets.names import (
     CREATE_FAILURES,
@@ -75,9 +75,20 @@ def rotate(p: Pass) -> None:
             )
         return
     strategy, config = found
+    try:
+        schedule = RotationSchedule.from_spec(
+            p.spec.raw.get("rotation"), min_interval=p.deps.min_rotation_interval
+        )
+    except InvalidRequest as e:
+        # A rotation-config error stops automatic rotation only: requests still rotate, and the current
+        # value is still projected.
+        schedule = RotationSchedule()
+        problem: str | None = str(e)
+    else:
+        problem = None
     decision = trigger.decide(
         record,
-        RotationSchedule.from_spec(p.spec.raw.get("rotation")),
+        schedule,
         request=request,
         handled=handled,
         failure=create_failure(p.attributes),
@@ -103,7 +114,12 @@ def rotate(p: Pass) -> None:
         p.outcome.wake(decision.when)  # RotationFailed keeps what the failure set
     elif isinstance(decision, trigger.Advance) and not _advance(p, strategy, config):
         return
-    _finish_pass(p, strategy, waiting=waiting)
+    elif isinstance(decision, trigger.Stuck):
+        problem = (
+            f"version {decision.pending_version} carries ACSPending but no rotation is in progress; move or "
+            "remove the label (kubectl msecret label) to rotate again"
+        )
+    _finish_pass(p, strategy, schedule, waiting=waiting, problem=problem)
 
 
 def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], start: trigger.Start) -> bool:
@@ -192,22 +208,22 @@ def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) 
     return True
 
 
-def _finish_pass(p: Pass, strategy: RotationStrategy, *, waiting: bool) -> None:
+def _finish_pass(
+    p: Pass, strategy: RotationStrategy, schedule: RotationSchedule, *, waiting: bool, problem: str | None
+) -> None:
     record = p.record
     assert record is not None
     current = p.open_current()
     if current is not None:
         p.outcome.public_key = strategy.public_data(current).get("publicKey")
-    in_flight = record.rotation
-    if not waiting:
+    if problem is not None:
+        reason = "InvalidSchedule" if problem.startswith("spec.rotation") else "PendingWithoutRotation"
+        p.outcome.add("RotationFailed", "True", reason, problem)
+        _warn_once(p, reason, problem)
+    elif not waiting:
         p.outcome.add("RotationFailed", "False", "NoFailure", "the last rotation step succeeded")
-    if in_flight is None:
-        p.outcome.next_rotation = trigger.next_due(
-            RotationSchedule.from_spec(p.spec.raw.get("rotation")),
-            record,
-            record.secret_id,
-            _stage_moved(p.attributes),
-        )
+    if record.rotation is None and record.pending is None:
+        p.outcome.next_rotation = trigger.next_due(schedule, record, record.secret_id, _stage_moved(p.attributes))
 
 
 def _warn_once(p: Pass, reason: str, message: str) -> None:

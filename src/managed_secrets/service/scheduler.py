@@ -19,10 +19,15 @@ Key = tuple[str, str]
 class Scheduler:
     """Calls ``callback(namespace, name)`` at (or soon after) the time last scheduled for that object."""
 
+    MIN_GAP = dt.timedelta(seconds=2)
+    """No object is run twice within this gap, whatever it asks for: a reconcile that keeps asking to run
+    again at once (a bug, or a state it cannot leave) costs one run every two seconds, not a busy loop."""
+
     def __init__(self, callback: Callable[[str, str], object], clock: Clock, workers: int = 2) -> None:
         self._callback = callback
         self._clock = clock
         self._due: dict[Key, dt.datetime] = {}
+        self._last_run: dict[Key, dt.datetime] = {}
         self._heap: list[tuple[dt.datetime, Key]] = []
         self._cond = threading.Condition()
         self._stopped = False
@@ -44,7 +49,11 @@ class Scheduler:
         with self._cond:
             if when is None:
                 self._due.pop(key, None)
+                self._last_run.pop(key, None)
                 return
+            last = self._last_run.get(key)
+            if last is not None and when < last + self.MIN_GAP:
+                when = last + self.MIN_GAP
             if self._due.get(key) == when:
                 return
             self._due[key] = when
@@ -70,6 +79,7 @@ class Scheduler:
                     if wait <= 0:
                         heapq.heappop(self._heap)
                         del self._due[key]
+                        self._last_run[key] = self._clock.now()
                         break
                     self._cond.wait(timeout=min(wait, 60.0))
                 if self._stopped:

@@ -7,6 +7,7 @@ restarts the rotation schedule from then).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from managed_secrets.domain import move_label
@@ -27,7 +28,11 @@ def move_stage(p: Pass) -> None:
     try:
         request = StageMoveRequest.decode(raw)
     except ValueError as e:
-        p.warning("InvalidStageMove", str(e))
+        # Said once per distinct annotation, not once per reconcile.
+        seen = "invalid:" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+        if p.attributes.get(LAST_STAGE_MOVE) != seen:
+            p.keep(p.deps.vault.change(p.key, lambda r: r, attributes=lambda a: {**a, LAST_STAGE_MOVE: seen}))
+            p.warning("InvalidStageMove", str(e))
         return
     if p.attributes.get(LAST_STAGE_MOVE) == request.id:
         return
