@@ -21,6 +21,7 @@ The tree::
     ├── StoreError                       the backing store failed
     │   ├── RecordNotFound               no record under that key
     │   ├── WriteConflict                compare-and-swap lost: someone else wrote first
+    │   ├── RecordTooLarge               a record over the store's size budget, even with old versions pruned
     │   └── CorruptRecord                a stored record that does not parse or breaks the model's invariants
     ├── SourceUnavailable                a value source (valueFrom Secret) cannot be read yet
     └── KubernetesApiError               a Kubernetes API call failed (translated once, in cluster.kubernetes)
@@ -132,6 +133,10 @@ class RecordNotFound(StoreError):
 
 class WriteConflict(StoreError):
     """A compare-and-swap write lost: the record changed since it was read (or already exists)."""
+
+
+class RecordTooLarge(StoreError):
+    """A record that does not fit the store's size budget even with every unlabelled version pruned."""
 
 
 class CorruptRecord(StoreError):

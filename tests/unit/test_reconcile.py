@@ -861,3 +861,34 @@ def test_a_lost_store_is_a_fault_not_a_fresh_start(world: World) -> None:
     world.reconcile("db")
     assert [v.id for v in world.record("db").versions] == ["v3"], "version ids are never issued twice"
     assert ready(world, "db") and "Reinitialized" in world.events("Warning")
+
+
+def test_a_target_the_api_server_rejects_waits_for_a_spec_change(world: World) -> None:
+    world.apply(managed_secret("tls", target={"type": "kubernetes.io/tls"}))
+    outcome = world.reconcile("tls")  # no exception: Kopf does not retry it every 15 s
+    rejected = world.condition("tls", "Ready")
+    assert rejected["reason"] == "SecretRejected" and "spec.target.type" in rejected["message"]
+    assert outcome.wake_at is None
+    mark = world.mark()
+    world.reconcile("tls")
+    assert [w for w in world.writes_since(mark)[0] if w.resource != "secrets"] == [], "no writes while it waits"
+
+
+def test_a_record_over_the_store_budget_prunes_old_versions_or_is_refused(world: World) -> None:
+    world.store.max_document_bytes = 6000
+    big = "x" * 1200
+    world.put_secret("source", {"blob": big.encode()})
+    world.apply(managed_secret("big", valueFrom={"secretRef": {"name": "source"}}, versionLimit=10))
+    world.reconcile("big")
+    for n in range(2, 6):
+        world.put_secret("source", {"blob": (big + str(n)).encode()})
+        world.reconcile("big")
+    record = world.record("big")
+    assert len(world.store.read(RecordKey(NAMESPACE, "big")).document) <= 6000
+    assert record.current is not None and record.current.id == "v5"
+    assert len(record.versions) < 5, "the oldest unlabelled versions made room"
+    world.put_secret("source", {"blob": b"y" * 5000})  # even alone it does not fit
+    world.reconcile("big")
+    refused = world.condition("big", "Ready")
+    assert refused["reason"] == "RecordTooLarge" and "over the store's budget of 6000" in refused["message"]
+    assert world.record("big").current.id == "v5"  # type: ignore[union-attr]

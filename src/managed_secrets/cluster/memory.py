@@ -141,6 +141,7 @@ class InMemoryCluster:
         with self._lock:
             what = f"Secret {secret.namespace}/{secret.name}"
             self._check("create", "secrets", what, secret.name)
+            _validate(secret, "create", what)
             if (secret.namespace, secret.name) in self.secrets:
                 raise ApiConflict("create", what, 409, "Conflict", "Secrets")
             self.put_secret(secret)
@@ -155,6 +156,7 @@ class InMemoryCluster:
                 raise KubernetesApiError("update", what, 404, "Not Found", "Secrets")
             if live.resource_version != resource_version:
                 raise ApiConflict("update", what, 409, "Conflict", "Secrets")
+            _validate(secret, "update", what)
             self.put_secret(secret)
             self.writes.append(Write("update", "secrets", secret.namespace, secret.name))
 
@@ -200,6 +202,20 @@ class InMemoryCluster:
                 raise KubernetesApiError("patch", f"{ref.kind} {ref.name}", 404, "Not Found", ref.kind)
             self.workloads[ref] = {**self.workloads[ref], **annotations}
             self.writes.append(Write("patch", ref.kind.lower() + "s", ref.namespace, ref.name))
+
+
+# The keys the API server requires for some Secret types (the rest of its validation is not modelled).
+_REQUIRED_KEYS = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/basic-auth": (),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+}
+
+
+def _validate(secret: SecretObject, verb: str, what: str) -> None:
+    missing = [k for k in _REQUIRED_KEYS.get(secret.type, ()) if k not in secret.data]
+    if missing:
+        raise KubernetesApiError(verb, what, 422, "Unprocessable Entity", "Secrets")
 
 
 def with_data(secret: LiveSecret, data: Mapping[str, bytes]) -> SecretObject:

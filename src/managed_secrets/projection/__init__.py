@@ -5,6 +5,7 @@ from managed_secrets.projection.apply import (
     Owner,
     ProjectionConflict,
     ProjectionError,
+    ProjectionRejected,
     apply_projection,
     delete_projection,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "Owner",
     "ProjectionConflict",
     "ProjectionError",
+    "ProjectionRejected",
     "RenderError",
     "TargetSpec",
     "apply_projection",

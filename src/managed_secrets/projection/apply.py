@@ -19,6 +19,7 @@ __all__ = [
     "Owner",
     "ProjectionConflict",
     "ProjectionError",
+    "ProjectionRejected",
     "apply_projection",
     "delete_projection",
 ]
@@ -26,6 +27,11 @@ __all__ = [
 
 class ProjectionError(ManagedSecretsError):
     """The projected Secret could not be written."""
+
+
+class ProjectionRejected(ProjectionError):
+    """The API server refused the rendered Secret as invalid (HTTP 422, e.g. a TLS type without its keys):
+    retrying the same render cannot help, so the object waits for a change of its spec."""
 
 
 class ProjectionConflict(ProjectionError):
@@ -85,6 +91,8 @@ def _check_adoptable(live: LiveSecret, desired: DesiredSecret, where: str) -> No
 
 def _error(error: KubernetesApiError) -> ProjectionError:
     # The adapter's message names the verb, the Secret and the status; never the API server's body.
+    if error.status == 422:
+        return ProjectionRejected(f"{error}: the rendered Secret is invalid for its type (check spec.target.type)")
     return ProjectionError(str(error))
 
 

@@ -23,6 +23,7 @@ from managed_secrets.errors import (
     KeyringError,
     KubernetesApiError,
     ManagedSecretsError,
+    RecordTooLarge,
     ReferenceRefused,
     SourceUnavailable,
     StoreError,
@@ -30,7 +31,7 @@ from managed_secrets.errors import (
 )
 from managed_secrets.metrics import OperatorMetrics
 from managed_secrets.names import ADMISSION_POLICY
-from managed_secrets.projection import ProjectionConflict, ProjectionError, RenderError
+from managed_secrets.projection import ProjectionConflict, ProjectionError, ProjectionRejected, RenderError
 from managed_secrets.projection.restart import RestartError
 from managed_secrets.rotation.engine import Backoff, RotationEngine
 from managed_secrets.rotation.strategy import RotationStepFailed
@@ -55,14 +56,17 @@ log = logging.getLogger(__name__)
 # object back); anything else is re-raised for the handler to retry with backoff.
 _WAITS = (
     ProjectionConflict,
+    ProjectionRejected,
     SourceUnavailable,
     InvalidRequest,
     RenderError,
     RotationStepFailed,
     KeyringError,
+    RecordTooLarge,
 )
 _REASONS: dict[type[Exception], str] = {
     ProjectionConflict: "SecretNotOwned",
+    ProjectionRejected: "SecretRejected",
     SourceUnavailable: "SourceUnavailable",
     RenderError: "TemplateError",
     RestartError: "RestartFailed",

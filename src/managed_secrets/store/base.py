@@ -52,6 +52,9 @@ class StoredRecord:
 class VersionStore(abc.ABC):
     """Reads and writes one record per ManagedSecret, every write guarded by the revision last read."""
 
+    max_document_bytes: int = 16 * 1024 * 1024
+    """The largest document a write may carry; the vault prunes old unlabelled versions to stay under it."""
+
     @abc.abstractmethod
     def read(self, key: RecordKey) -> StoredRecord:
         """The current record. Raises ``RecordNotFound``."""

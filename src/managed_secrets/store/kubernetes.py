@@ -49,6 +49,9 @@ def store_secret_name(key: RecordKey) -> str:
 class KubernetesStore(VersionStore):
     """Records as Secrets in ``namespace``, written with optimistic concurrency on ``resourceVersion``."""
 
+    # A Secret's data may hold 1 MiB; the rest is left for the attributes and the object's metadata.
+    max_document_bytes = 1024 * 1024 - 32 * 1024
+
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self._core = client.CoreV1Api(api)
         self._namespace = namespace

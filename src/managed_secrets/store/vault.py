@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from managed_secrets.crypto import KeyProvider, fingerprint, open_sealed, seal
-from managed_secrets.domain import SecretRecord, SecretValue, Version, codec, version_id_for
+from managed_secrets.domain import SecretRecord, SecretValue, Version, apply_prune, codec, version_id_for
 from managed_secrets.domain.clock import Clock
-from managed_secrets.errors import CorruptRecord, RecordNotFound, StoreError, WriteConflict
+from managed_secrets.errors import CorruptRecord, RecordNotFound, RecordTooLarge, StoreError, WriteConflict
 from managed_secrets.store.base import RecordKey, StoredRecord, VersionStore
 
 __all__ = ["Loaded", "SecretVault"]
@@ -128,10 +128,11 @@ class SecretVault:
             new_attrs = dict(attributes(old_attrs)) if attributes else old_attrs
             if loaded and after == before and new_attrs == old_attrs:
                 return loaded
+            after, document = self._fit(key, after)
             try:
                 stored = self.store.write(
                     key,
-                    codec.encode_record(after),
+                    document,
                     expected_revision=loaded.stored.revision if loaded else None,
                     attributes=new_attrs,
                 )
@@ -139,6 +140,25 @@ class SecretVault:
                 continue
             return Loaded(record=after, stored=stored)
         raise StoreError(f"record for {key} kept changing: gave up after {self._max_attempts} attempts")
+
+    def _fit(self, key: RecordKey, record: SecretRecord) -> tuple[SecretRecord, bytes]:
+        """The record and its document, within the store's size budget: the oldest unlabelled versions are
+        pruned until it fits (labelled ones never are); ``RecordTooLarge`` if even that is not enough."""
+        document = codec.encode_record(record)
+        keep = len(record.versions)
+        while len(document) > self.store.max_document_bytes and keep > 0:
+            keep -= 1
+            smaller = apply_prune(record, keep)
+            if smaller is record:
+                break  # only labelled versions are left
+            record, document = smaller, codec.encode_record(smaller)
+        if len(document) > self.store.max_document_bytes:
+            raise RecordTooLarge(
+                f"the stored record of {key} would be {len(document)} bytes, over the store's budget of "
+                f"{self.store.max_document_bytes} (one Kubernetes Secret holds at most 1 MiB): make the value "
+                "smaller or move labels off old versions"
+            )
+        return record, document
 
     def set_attributes(self, key: RecordKey, attributes: Callable[[Mapping[str, str]], Mapping[str, str]]) -> None:
         self.update(key, lambda record: record, attributes=attributes)
