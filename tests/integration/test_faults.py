@@ -11,6 +11,7 @@ from managed_secrets.names import REINITIALIZE_ANNOTATION, ROTATE_ANNOTATION
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
+from support.cleartext_servers import SilentServer, cleartext_server
 from support.operator import (
     OperatorEnvironment,
     OperatorProcess,
@@ -75,3 +76,27 @@ def test_a_lost_keyring_stops_the_operator_instead_of_a_new_one(
         second.stop()
         keyring.metadata = client.V1ObjectMeta(name=keyring.metadata.name, namespace=operator.namespace)
         core.create_namespaced_secret(operator.namespace, keyring)
+
+
+def test_hung_endpoints_do_not_stop_ordinary_managed_secrets(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    """Eight External ManagedSecrets whose endpoint accepts and never answers hold the external pool; a new
+    ordinary ManagedSecret is projected while they still hang."""
+    with cleartext_server(SilentServer) as silent:
+        for i in range(8):
+            create(
+                admin,
+                namespace,
+                managed_secret(
+                    f"hung-{i}",
+                    type="External",
+                    external={"url": f"https://127.0.0.1:{silent.port}/rotate", "timeoutSeconds": 120},
+                ),
+            )
+        kube.eventually(lambda: silent.open >= 4, timeout=60, what="the hung calls to fill the external pool")
+        create(admin, namespace, managed_secret("ordinary"))
+        wait_ready(admin, namespace, "ordinary", timeout=60)
+        assert silent.open >= 4, "the hung calls were still hanging while the ordinary one was served"
+        held = [get_ms(admin, namespace, f"hung-{i}") for i in range(8)]
+        assert all(condition(o, "Ready").get("status") != "True" for o in held)

@@ -1,4 +1,6 @@
-"""Servers that speak just enough of the PostgreSQL or MySQL protocol to ask a client for its password in clear.
+"""Servers for tests of what the operator sends where, and what happens when nobody answers.
+
+Some speak just enough of the PostgreSQL or MySQL protocol to ask a client for its password in clear.
 
 They stand for a host named in a tenant's spec whose only purpose is to collect the admin password: they offer
 no TLS, ask for the cleartext password (PostgreSQL AuthenticationCleartextPassword; MySQL an auth switch to
@@ -121,6 +123,33 @@ class CleartextMySQL(_Recorder):
         except (OSError, ConnectionError):
             pass
         finally:
+            conn.close()
+
+
+class SilentServer(_Recorder):
+    """Accepts every connection and never answers (a hung endpoint); counts the connections held open."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._count = threading.Lock()
+        super().__init__()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._count:
+            self.open += 1
+        conn.settimeout(1)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(4096):
+                        break
+                except TimeoutError:
+                    continue
+        except OSError:
+            pass
+        finally:
+            with self._count:
+                self.open -= 1
             conn.close()
 
 

@@ -202,3 +202,20 @@ def test_the_scheduler_never_runs_an_object_twice_within_its_gap() -> None:
         assert len(runs) == 2
     finally:
         scheduler.stop()
+
+
+def test_work_that_calls_out_runs_on_a_pool_of_its_own() -> None:
+    from managed_secrets.service.pools import WorkPools
+
+    pools = WorkPools(local_workers=1, external_workers=1)
+    try:
+        assert pools.for_spec({"external": {"url": "https://x"}}) is pools.external
+        assert pools.for_spec({"database": {"engine": "postgresql"}}) is pools.external
+        for spec in ({"generate": {}}, {"valueFrom": {}}, {"sshKey": {}}):
+            assert pools.for_spec(spec) is pools.local
+        hung = threading.Event()
+        pools.submit({"external": {}}, hung.wait, 30)  # the only external thread is now busy
+        assert pools.submit({"generate": {}}, lambda: "served").result(timeout=10) == "served"
+        hung.set()
+    finally:
+        pools.shutdown()

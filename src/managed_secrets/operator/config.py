@@ -17,6 +17,7 @@ class OperatorConfig:
     watch_namespaces: tuple[str, ...] = ()
     purge_interval_seconds: float = 3600.0
     max_workers: int = 8
+    external_workers: int = 4
     rotation_backoff_seconds: float = 30.0
     metrics_port: int = 9090
     watch_timeout_seconds: int = 300
@@ -36,6 +37,7 @@ class OperatorConfig:
             watch_namespaces=watch,
             purge_interval_seconds=float(env.get("MSO_PURGE_INTERVAL_SECONDS", "3600")),
             max_workers=int(env.get("MSO_MAX_WORKERS", "8")),
+            external_workers=int(env.get("MSO_EXTERNAL_WORKERS", "4")),
             rotation_backoff_seconds=float(env.get("MSO_ROTATION_BACKOFF_SECONDS", "30")),
             metrics_port=int(env.get("MSO_METRICS_PORT", "9090")),
             watch_timeout_seconds=int(env.get("MSO_WATCH_TIMEOUT_SECONDS", "300")),

@@ -6,6 +6,7 @@ whose text comes from ``safe_message``: Kopf copies it into annotations, logs an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import Any
@@ -38,8 +39,10 @@ def _guard(call: Any, *args: Any) -> Any:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
-def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _guard(_service(memo).reconcile, body)
+async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Runs on the service's pool for the object's kind of work, not on Kopf's shared handler threads."""
+    service = _service(memo)
+    await asyncio.wrap_future(service.pools.submit(body.get("spec") or {}, _guard, service.reconcile, body))
 
 
 @kopf.on.delete(*RESOURCE)
@@ -91,11 +94,24 @@ def secret_changed(
     service = _service(memo)
     for owner_ns, owner_name in sorted(owners):
         try:
-            service.reconcile_by_name(owner_ns, owner_name)
+            body = service.current_body(owner_ns, owner_name)
         except Exception as e:
             log.warning(
-                "reconcile of %s/%s after a Secret event failed: %s", owner_ns, owner_name, safe_message(e)
+                "cannot read ManagedSecret %s/%s after a Secret event: %s", owner_ns, owner_name, safe_message(e)
             )
+            continue
+        if body is not None:
+            # Handed to the pool for its kind of work: a slow reconcile never holds Kopf's event threads.
+            service.submit(body).add_done_callback(_log_failure(owner_ns, owner_name))
+
+
+def _log_failure(namespace: str, name: str) -> Any:
+    def done(future: Any) -> None:
+        error = future.exception()
+        if error is not None:
+            log.warning("reconcile of %s/%s after a Secret event failed: %s", namespace, name, safe_message(error))
+
+    return done
 
 
 def start_purger(

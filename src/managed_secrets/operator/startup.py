@@ -83,6 +83,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         metrics=metrics,
         operator_namespace=cfg.namespace,
         min_rotation_interval=dt.timedelta(seconds=cfg.min_rotation_interval_seconds),
+        local_workers=cfg.max_workers,
+        external_workers=cfg.external_workers,
     )
     service.admission_policy_installed = admission_policy_bound(api, ADMISSION_POLICY)
     metrics.set_admission_policy(service.admission_policy_installed)
@@ -117,6 +119,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     service = memo.get("service")
     if service is not None:
         service.scheduler.stop()
+        service.pools.shutdown()
     server = memo.get("metrics_server")
     if server is not None:
         server.close()

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from managed_secrets.cluster import Cluster
@@ -39,6 +40,7 @@ from managed_secrets.service import lifecycle
 from managed_secrets.service.conditions import Outcome, desired_status, rotation_status, status_differs
 from managed_secrets.service.context import Deps, Pass
 from managed_secrets.service.events import EventRecorder
+from managed_secrets.service.pools import WorkPools
 from managed_secrets.service.projecting import project
 from managed_secrets.service.resource import ManagedSecretResource
 from managed_secrets.service.rotating import rotate
@@ -85,6 +87,8 @@ class ManagedSecretService:
         metrics: OperatorMetrics | None = None,
         operator_namespace: str | None = None,
         min_rotation_interval: dt.timedelta = MIN_INTERVAL,
+        local_workers: int = 8,
+        external_workers: int = 4,
     ) -> None:
         self.operator_namespace = operator_namespace
         # Set at start-up: whether the admission policy is bound (None: the operator cannot tell).
@@ -95,6 +99,8 @@ class ManagedSecretService:
         self.events = EventRecorder(cluster)
         self.engine = RotationEngine(vault, backoff or Backoff())
         self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
+        self.pools = WorkPools(local_workers, external_workers)
+        # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -111,18 +117,29 @@ class ManagedSecretService:
             return self._reconcile(resource)
 
     def _scheduled(self, namespace: str, name: str) -> None:
-        self.reconcile_by_name(namespace, name)
+        body = self.current_body(namespace, name)
+        if body is not None:
+            self.submit(body)
+
+    def submit(self, body: Mapping[str, Any]) -> Future[Outcome]:
+        """``reconcile(body)`` on the worker pool for the object's kind of work (see ``service.pools``)."""
+        return self.pools.submit(body.get("spec") or {}, self.reconcile, body)
+
+    def current_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The ManagedSecret as the API server holds it now; ``None`` if it is gone or being deleted."""
+        body = self.cluster.get_managed_secret(namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return body
 
     def forget(self, namespace: str, name: str) -> None:
         self.scheduler.schedule(namespace, name, None)
         self.metrics.forget(namespace, name)
 
     def reconcile_by_name(self, namespace: str, name: str) -> Outcome | None:
-        """Reconciles the ManagedSecret read fresh from the API (for Secret events and scheduled wakes)."""
-        body = self.cluster.get_managed_secret(namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        return self.reconcile(body)
+        """Reconciles the ManagedSecret read fresh from the API, in the calling thread."""
+        body = self.current_body(namespace, name)
+        return self.reconcile(body) if body is not None else None
 
     def delete(self, body: Mapping[str, Any]) -> None:
         """The ManagedSecret is going away: keep its versions for the recovery window, or purge them now."""

@@ -1,0 +1,36 @@
+"""Bounded worker pools, one per kind of work, so slow work of some ManagedSecrets cannot starve the rest.
+
+A reconcile that may call an outside system (a database, a webhook) runs on the ``external`` pool; every
+other one (generated values, ``valueFrom``, SSH keys: only the API server and the CPU) runs on the ``local``
+pool. Each outside call has its own deadline as well; the pools make sure that eight hung webhooks occupy at
+most the external pool's threads, while new ordinary ManagedSecrets keep being projected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+__all__ = ["EXTERNAL_SOURCES", "WorkPools"]
+
+T = TypeVar("T")
+
+EXTERNAL_SOURCES = ("database", "external")
+"""Value sources whose steps talk to systems outside the cluster."""
+
+
+class WorkPools:
+    def __init__(self, local_workers: int = 8, external_workers: int = 4) -> None:
+        self.local = ThreadPoolExecutor(max_workers=local_workers, thread_name_prefix="reconcile")
+        self.external = ThreadPoolExecutor(max_workers=external_workers, thread_name_prefix="external")
+
+    def for_spec(self, spec: Mapping[str, Any]) -> ThreadPoolExecutor:
+        return self.external if any(spec.get(s) is not None for s in EXTERNAL_SOURCES) else self.local
+
+    def submit(self, spec: Mapping[str, Any], call: Callable[..., T], *args: Any) -> Future[T]:
+        return self.for_spec(spec).submit(call, *args)
+
+    def shutdown(self) -> None:
+        for pool in (self.local, self.external):
+            pool.shutdown(wait=False, cancel_futures=True)
