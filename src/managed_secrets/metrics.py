@@ -139,6 +139,7 @@ class OperatorMetrics:
             "-1 when the operator cannot tell.",
             registry=self.registry,
         )
+        self._admission_policy.set(-1)
 
     # --- conditions -------------------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class Outcome:
     next_rotation: dt.datetime | None = None
     wake_at: dt.datetime | None = None
     public_key: str | None = None
+    retry: dict[str, Any] | None = None
+    """``status.retry`` while a failure is retried with backoff; ``None`` clears it."""
 
     def add(self, type_: str, status: str, reason: str, message: str) -> None:
         self.conditions.append(Condition(type_, status, reason, message))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
 from managed_secrets.cluster import Cluster
+from managed_secrets.domain.clock import iso_seconds
 from managed_secrets.domain.schedule import MIN_INTERVAL
 from managed_secrets.errors import (
     InvalidRequest,
@@ -54,15 +56,15 @@ __all__ = ["ManagedSecretService", "Outcome"]
 
 log = logging.getLogger(__name__)
 
-# Errors that wait for a change in the world (the Secret watch, a spec edit or a scheduled wake brings the
-# object back); anything else is re-raised for the handler to retry with backoff.
+# Errors that wait for a change in the world (the Secret watch or a spec edit brings the object back). Anything
+# else may go away by itself (an API or store outage, an endpoint down at the first value): it is retried with
+# exponential backoff and jitter, the attempts persisted in status.retry so that a restart honours them.
 _WAITS = (
     ProjectionConflict,
     ProjectionRejected,
     SourceUnavailable,
     InvalidRequest,
     RenderError,
-    RotationStepFailed,
     KeyringError,
     RecordTooLarge,
 )
@@ -100,6 +102,7 @@ class ManagedSecretService:
         self.engine = RotationEngine(vault, backoff or Backoff())
         self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
         self.pools = WorkPools(local_workers, external_workers)
+        self._jitter = random.Random()  # noqa: S311 - spreads retry times, nothing secret
         # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
@@ -161,6 +164,13 @@ class ManagedSecretService:
 
     def _reconcile(self, resource: ManagedSecretResource) -> Outcome:
         outcome = Outcome()
+        backing_off = self._backing_off(resource)
+        if backing_off is not None:
+            # A failure is being retried and the spec is unchanged: nothing to do before the next attempt
+            # (this is what keeps a restart, or any event, from retrying every failing object at once).
+            outcome.wake(backing_off)
+            self.scheduler.schedule(resource.namespace, resource.name, backing_off)
+            return outcome
         spec: ManagedSecretSpec | None = None
         p: Pass | None = None
         try:
@@ -182,15 +192,34 @@ class ManagedSecretService:
                 self.metrics.count_store_error("reconcile", e)
             elif isinstance(e, KubernetesApiError):
                 self.metrics.count_api_error("reconcile", e)
-            self._fail(resource, outcome, e)
+            reason = self._fail(resource, outcome, e)
             outcome.record = p.record if p is not None else None
+            if not isinstance(e, _WAITS):
+                self._retry_later(resource, outcome, reason)
             self._finish(resource, spec, outcome)
-            if isinstance(e, _WAITS):
-                return outcome
-            raise
+            return outcome
         outcome.record = p.record
         self._finish(resource, spec, outcome)
         return outcome
+
+    def _backing_off(self, resource: ManagedSecretResource) -> dt.datetime | None:
+        retry = resource.status.get("retry") or {}
+        if not retry.get("nextAttemptTime") or resource.status.get("observedGeneration") != resource.generation:
+            return None
+        try:
+            when = dt.datetime.fromisoformat(str(retry["nextAttemptTime"]).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return when if when > self.vault.clock.now() else None
+
+    def _retry_later(self, resource: ManagedSecretResource, outcome: Outcome, reason: str) -> None:
+        previous = resource.status.get("retry") or {}
+        attempts = int(previous.get("attempts") or 0) + 1
+        # Jitter (the last 20 % of the delay) spreads objects that failed together, e.g. in an API outage.
+        delay = self.engine.backoff.delay(attempts) * (0.8 + 0.2 * self._jitter.random())
+        when = (self.vault.clock.now() + delay).replace(microsecond=0) + dt.timedelta(seconds=1)
+        outcome.retry = {"attempts": attempts, "reason": reason, "nextAttemptTime": iso_seconds(when)}
+        outcome.wake(when)
 
     def _finish(self, resource: ManagedSecretResource, spec: ManagedSecretSpec | None, outcome: Outcome) -> None:
         if self.admission_policy_installed is False:
@@ -211,7 +240,7 @@ class ManagedSecretService:
         self.metrics.observe_conditions(key.namespace, key.name, {c.type: c.status for c in outcome.conditions})
         self.scheduler.schedule(key.namespace, key.name, wake_time(outcome, self.vault.clock.now()))
 
-    def _fail(self, resource: ManagedSecretResource, outcome: Outcome, error: ManagedSecretsError) -> None:
+    def _fail(self, resource: ManagedSecretResource, outcome: Outcome, error: ManagedSecretsError) -> str:
         message = safe_message(error)
         reason = _REASONS.get(type(error), type(error).__name__)
         if isinstance(error, RotationStepFailed):
@@ -223,6 +252,7 @@ class ManagedSecretService:
         before = resource.old_condition("Ready")
         if before.get("reason") != reason or before.get("message") != message:
             self.events.warning(resource.event_ref, reason, message)
+        return reason
 
     def _write_status(
         self, resource: ManagedSecretResource, spec: ManagedSecretSpec | None, outcome: Outcome
@@ -232,6 +262,7 @@ class ManagedSecretService:
         rotation_fields = rotation_status(record, outcome)
         new = desired_status(resource, record, outcome.conditions, projected, self.vault.clock.now())
         new.update(rotation_fields)
+        new["retry"] = outcome.retry
         if status_differs(resource.status, new):
             self.cluster.patch_status(resource.namespace, resource.name, new)
 
