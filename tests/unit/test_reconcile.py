@@ -922,3 +922,17 @@ def test_a_first_value_that_fails_is_retried_when_the_target_may_be_back(
     world.clock.set(outcome.wake_at)
     world.reconcile("db")
     assert ready(world, "db") and world.value("db")
+
+
+def test_a_previous_suffix_that_collides_with_a_key_is_reported(world: World) -> None:
+    world.apply(
+        managed_secret(
+            "db",
+            generate={"keys": [{"name": "password"}], "static": {"password_old": "x"}},
+            target={"includePrevious": True, "previousSuffix": "_old"},
+        )
+    )
+    world.reconcile("db")
+    refused = world.condition("db", "Ready")
+    assert refused["reason"] == "InvalidRequest"
+    assert refused["message"].startswith("spec.target.previousSuffix: '_old'")

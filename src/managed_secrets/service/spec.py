@@ -97,13 +97,22 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
         ref = spec["valueFrom"].get("secretRef") or {}
         keys = ref.get("keys")
         value_from = ValueFromSource(secret_name=str(ref.get("name")), keys=tuple(keys) if keys else None)
+    target = TargetSpec.from_spec(spec, default_name=name)
+    if target.include_previous and generate is not None:
+        keys = set(generate.key_names)
+        clashes = sorted(k + target.previous_suffix for k in keys if k + target.previous_suffix in keys)
+        if clashes:
+            raise InvalidRequest(
+                f"spec.target.previousSuffix: {target.previous_suffix!r} makes the previous value's keys "
+                f"{clashes} collide with keys of the current value"
+            )
     deletion = spec.get("deletion") or {}
     return ManagedSecretSpec(
         secret_type=secret_type,
         description=str(spec.get("description", "")),
         encryption_key=spec.get("encryptionKey"),
         version_limit=int(spec.get("versionLimit", 10)),
-        target=TargetSpec.from_spec(spec, default_name=name),
+        target=target,
         recovery_window_days=int(deletion.get("recoveryWindowDays", 7)),
         generate=generate,
         value_from=value_from,
