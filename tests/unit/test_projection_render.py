@@ -110,3 +110,18 @@ def test_target_spec_defaults_from_crd_shape() -> None:
     target = TargetSpec.from_spec({"target": {"template": {"data": {"A": "x"}, "mergePolicy": "Replace"}}}, "ms")
     assert target.name == "ms" and target.creation_policy == "Owner" and target.drift_policy == "Revert"
     assert target.template == {"A": "x"} and target.merge_policy == "Replace"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for a in 'x' * 200000 %}{% for b in 'x' * 200000 %}{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{{ 'x' * 10**9 }}",
+        "{% for i in range(60000) %}{{ 'y' * 100 }}{% endfor %}",
+    ],
+)
+def test_a_template_cannot_run_forever_nor_grow_without_bound(template: str) -> None:
+    with pytest.raises(RenderError, match="template for key 'K'") as failed:
+        run(TargetSpec(name="t", template={"K": template}), {"password": CANARY.encode()})
+    assert CANARY not in str(failed.value)

@@ -8,13 +8,18 @@ exception could quote a value.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 from jinja2 import meta
+from jinja2.compiler import CodeGenerator, CompilerExit, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -49,11 +54,51 @@ MAX_RENDERED_BYTES = 256 * 1024
 """The most one template may produce (a Secret holds at most 1 MiB in all)."""
 
 
+MAX_RENDER_SECONDS = 1.0
+"""The longest one template may render; a never-ending loop is stopped, not waited for."""
+MAX_RENDER_STEPS = 1_000_000
+"""The most blocks (loop iterations, branches, macro calls) one render may run."""
+
+
+class _TickingCodeGenerator(CodeGenerator):
+    """Starts every block of generated code (each loop iteration, branch and macro body) with a call to
+    ``environment.render_tick()``, which is where a render is stopped when it has run too long."""
+
+    def blockvisit(self, nodes: Iterable[jinja2.nodes.Node], frame: Frame) -> None:
+        try:
+            self.writeline("environment.render_tick()")
+            for node in nodes:
+                self.visit(node, frame)
+        except CompilerExit:
+            pass
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
     """The sandbox, plus bounds on the operators that can make huge objects from a short template
-    (``'x' * 10**9``, ``2 ** 10**9``): a template can cost the operator neither its memory nor its CPU."""
+    (``'x' * 10**9``, ``2 ** 10**9``) and on the time and steps of a render: a template can cost the operator
+    neither its memory nor its CPU."""
 
     intercepted_binops = frozenset({"*", "**"})
+    code_generator_class = _TickingCodeGenerator
+    _budget = threading.local()
+
+    @contextlib.contextmanager
+    def bounded(self) -> Iterator[None]:
+        self._budget.deadline = time.monotonic() + MAX_RENDER_SECONDS
+        self._budget.steps = 0
+        try:
+            yield
+        finally:
+            self._budget.deadline = None
+
+    def render_tick(self) -> None:
+        budget = self._budget
+        deadline = getattr(budget, "deadline", None)
+        if deadline is None:
+            return
+        budget.steps += 1
+        if budget.steps > MAX_RENDER_STEPS or (budget.steps % 1024 == 0 and time.monotonic() > deadline):
+            raise SecurityError("render ran too long")
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
@@ -174,7 +219,8 @@ def _undefined(source: str, context: Mapping[str, object]) -> str:
 
 def _render_template(key: str, source: str, context: Mapping[str, object]) -> bytes:
     try:
-        rendered = _compile(source).render(context).encode("utf-8")
+        with _ENV.bounded():
+            rendered = _compile(source).render(context).encode("utf-8")
         if len(rendered) > MAX_RENDERED_BYTES:
             raise RenderError(f"template for key {key!r} produced more than {MAX_RENDERED_BYTES} bytes")
         return rendered
@@ -185,7 +231,11 @@ def _render_template(key: str, source: str, context: Mapping[str, object]) -> by
         raise RenderError(f"template for key {key!r} {_undefined(source, context)}") from None
     except RenderError:
         raise
-    except SecurityError:
+    except SecurityError as e:
+        if str(e) == "render ran too long":
+            raise RenderError(
+                f"template for key {key!r} ran longer than {MAX_RENDER_SECONDS:g}s or {MAX_RENDER_STEPS} steps"
+            ) from None
         raise RenderError(f"template for key {key!r} tried an operation the sandbox forbids") from None
     except Exception as e:
         raise RenderError(f"template for key {key!r} failed ({type(e).__name__})") from None
