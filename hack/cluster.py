@@ -55,6 +55,11 @@ rules:
   - level: Metadata
     verbs: ["watch"]
     resources: [{group: "managedsecrets.io", resources: ["managedsecrets"]}]
+  # Reads by ServiceAccounts (the operator's among them), so a test can count the requests a failing object
+  # costs.
+  - level: Metadata
+    verbs: ["get"]
+    userGroups: ["system:serviceaccounts"]
   - level: None
 """
 

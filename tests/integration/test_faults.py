@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,8 @@ from support.operator import (
 )
 
 pytestmark = pytest.mark.integration
+
+OBSERVE_SECONDS = 30
 
 
 def test_a_deleted_store_secret_is_reported_and_nothing_is_regenerated(
@@ -100,3 +105,67 @@ def test_hung_endpoints_do_not_stop_ordinary_managed_secrets(
         assert silent.open >= 4, "the hung calls were still hanging while the ordinary one was served"
         held = [get_ms(admin, namespace, f"hung-{i}") for i in range(8)]
         assert all(condition(o, "Ready").get("status") != "True" for o in held)
+
+
+def requests_by(audit_log: Path, user: str, offset: int, namespaces: set[str]) -> int:
+    """Requests by ``user`` about objects in ``namespaces`` (or their store Secrets) since ``offset``."""
+    count = 0
+    with audit_log.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            entry = json.loads(line)
+            if entry.get("user", {}).get("username") != user or entry.get("stage") != "ResponseComplete":
+                continue
+            ref = entry.get("objectRef", {})
+            name = str(ref.get("name", ""))
+            if ref.get("namespace") in namespaces or any(name.startswith(f"msec.{ns}.") for ns in namespaces):
+                count += 1
+    return count
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_failing_objects_cost_few_requests_and_no_memory(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, audit_log: Path
+) -> None:
+    """Five ManagedSecrets whose first value keeps failing (an endpoint that refuses connections) and five that
+    wait for a missing source, watched for half a minute: requests per object stay small and RSS stays flat."""
+    user = f"system:serviceaccount:{operator.namespace}:managed-secrets-operator"
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    assert operator.process.proc is not None
+    rss_before = rss_kib(operator.process.proc.pid)
+    offset = audit_log.stat().st_size
+    for i in range(5):
+        create(
+            admin,
+            namespace,
+            managed_secret(f"down-{i}", type="External", external={"url": f"https://127.0.0.1:{closed_port}/"}),
+        )
+        create(admin, namespace, managed_secret(f"waits-{i}", valueFrom={"secretRef": {"name": "absent"}}))
+    kube.eventually(
+        lambda: all(
+            condition(get_ms(admin, namespace, n), "Ready").get("status") == "False"
+            for n in [f"down-{i}" for i in range(5)] + [f"waits-{i}" for i in range(5)]
+        ),
+        what="every object to report its failure",
+    )
+    time.sleep(OBSERVE_SECONDS)
+    requests = requests_by(audit_log, user, offset, {namespace})
+    retry = get_ms(admin, namespace, "down-0")["status"]["retry"]
+    rss_after = rss_kib(operator.process.proc.pid)
+    print(
+        f"requests for 10 failing objects in {OBSERVE_SECONDS} s: {requests}; retry {retry}; RSS {rss_before} -> {rss_after} KiB"
+    )
+    assert retry["attempts"] >= 3, "the failing first values are retried"
+    # Backoff (1 s base in the test operator, doubling) allows about 5 attempts in the window for each failing
+    # object, each a few requests; waiting objects cost nothing after their first report. A busy loop would
+    # make thousands.
+    assert requests <= 10 * 25, f"{requests} requests for 10 failing objects"
+    assert rss_after - rss_before < 50 * 1024, "RSS grew by more than 50 MiB"
