@@ -161,7 +161,8 @@ def test_failing_objects_cost_few_requests_and_no_memory(
     retry = get_ms(admin, namespace, "down-0")["status"]["retry"]
     rss_after = rss_kib(operator.process.proc.pid)
     print(
-        f"requests for 10 failing objects in {OBSERVE_SECONDS} s: {requests}; retry {retry}; RSS {rss_before} -> {rss_after} KiB"
+        f"requests for 10 failing objects in {OBSERVE_SECONDS} s: {requests}; retry {retry}; "
+        f"RSS {rss_before} -> {rss_after} KiB"
     )
     assert retry["attempts"] >= 3, "the failing first values are retried"
     # Backoff (1 s base in the test operator, doubling) allows about 5 attempts in the window for each failing
