@@ -16,6 +16,9 @@ from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
 from support.cleartext_servers import SilentServer, cleartext_server
 from support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
     OperatorEnvironment,
     OperatorProcess,
     annotate,
@@ -170,3 +173,96 @@ def test_failing_objects_cost_few_requests_and_no_memory(
     # make thousands.
     assert requests <= 10 * 25, f"{requests} requests for 10 failing objects"
     assert rss_after - rss_before < 50 * 1024, "RSS grew by more than 50 MiB"
+
+
+EVERY_CHARACTER = "".join(chr(c) for c in range(33, 127))
+ROTATION = "RotationFailed"
+
+# name -> (spec, the Ready or RotationFailed reason it must report, the condition that carries it)
+BAD_SPECS: dict[str, tuple[dict[str, object], str, str]] = {
+    "no-policy": (
+        {"generate": {"keys": [{"name": "password", "excludeCharacters": EVERY_CHARACTER}]}},
+        "InvalidPolicy",
+        "Ready",
+    ),
+    "huge-interval": (
+        {"rotation": {"enabled": True, "interval": "999999999d"}},
+        "InvalidSchedule",
+        "RotationFailed",
+    ),
+    "bad-cron": ({"rotation": {"enabled": True, "schedule": "61 * * * *"}}, "InvalidSchedule", "RotationFailed"),
+    "never-cron": ({"rotation": {"enabled": True, "schedule": "0 0 30 2 *"}}, "InvalidSchedule", "RotationFailed"),
+    "big-template": ({"target": {"template": {"data": {"x": "{{ 'x' * 10**9 }}"}}}}, "TemplateError", "Ready"),
+    "endless-template": (
+        {
+            "target": {
+                "template": {
+                    "data": {"x": "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}"}
+                }
+            }
+        },
+        "TemplateError",
+        "Ready",
+    ),
+    "tls-without-keys": ({"target": {"type": "kubernetes.io/tls"}}, "SecretRejected", "Ready"),
+    "suffix-clash": (
+        {
+            "generate": {"keys": [{"name": "password"}], "static": {"password_old": "x"}},
+            "target": {"includePrevious": True, "previousSuffix": "_old"},
+        },
+        "InvalidRequest",
+        "Ready",
+    ),
+    "too-big": ({"valueFrom": {"secretRef": {"name": "big-source"}}}, "RecordTooLarge", "Ready"),
+}
+
+
+def test_hostile_but_valid_specs_report_and_cost_little(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, audit_log: Path
+) -> None:
+    """Each spec the schema admits but the operator cannot serve reports a condition; ordinary objects keep
+    being served; nothing loops (requests counted in the audit log), memory stays flat, deletion completes."""
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="big-source"), data={"blob": "QUFB" * 230000})
+    )
+    user = f"system:serviceaccount:{operator.namespace}:managed-secrets-operator"
+    assert operator.process.proc is not None
+    rss_before = rss_kib(operator.process.proc.pid)
+    for name, (spec, _reason, _where) in BAD_SPECS.items():
+        create(admin, namespace, managed_secret(name, **spec))
+    bad_move = managed_secret("bad-move")
+    bad_move["metadata"]["annotations"] = {"managedsecrets.io/move-stage": "{not json"}
+    create(admin, namespace, bad_move)
+
+    def reported() -> bool:
+        return all(
+            condition(get_ms(admin, namespace, name), where).get("reason") == reason
+            for name, (_spec, reason, where) in BAD_SPECS.items()
+        )
+
+    kube.eventually(reported, timeout=90, what="every hostile spec to report its condition")
+    for name in ("huge-interval", "bad-cron", "never-cron"):
+        assert condition(get_ms(admin, namespace, name), "Ready")["status"] == "True", "the value is projected"
+    create(admin, namespace, managed_secret("ordinary"))
+    wait_ready(admin, namespace, "ordinary")
+
+    offset = audit_log.stat().st_size
+    time.sleep(OBSERVE_SECONDS)
+    requests = requests_by(audit_log, user, offset, {namespace})
+    warnings = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "bad-move"]
+    rss_after = rss_kib(operator.process.proc.pid)
+    print(
+        f"requests for {len(BAD_SPECS) + 2} objects in {OBSERVE_SECONDS} s: {requests}; "
+        f"RSS {rss_before} -> {rss_after} KiB"
+    )
+    assert requests <= 20, f"{requests} requests in {OBSERVE_SECONDS} s for objects that wait for a spec change"
+    assert rss_after - rss_before < 100 * 1024, "RSS grew by more than 100 MiB"
+    assert len([e for e in warnings if e.reason == "InvalidStageMove"]) == 1, "one Warning per distinct cause"
+
+    objects = client.CustomObjectsApi(admin)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "no-policy")
+    kube.eventually(
+        lambda: kube.status_of(lambda: get_ms(admin, namespace, "no-policy")) == 404,
+        what="the deletion of a spec that does not parse to complete",
+    )

@@ -114,7 +114,7 @@ def test_an_unreadable_record_retires_nothing(
     def broken(key: object) -> object:
         raise ManagedSecretsError("store down")
 
-    monkeypatch.setattr(world.vault, "load", broken)
+    monkeypatch.setattr(world.vault, "loaded", broken)
     keys.handle_request({ROTATE_KEK_ANNOTATION: "kek-1"})
     assert old in secret.read()[0].key_ids()
 

@@ -77,14 +77,13 @@ class KeyManager:
         unsure = False
         for stored in self.vault.store.list():
             try:
-                loaded = self.vault.load(stored.key)
-                if loaded is None:
-                    continue
+                # The listing already holds each record: no read per record when nothing needs re-wrapping.
+                loaded = self.vault.loaded(stored)
                 record = loaded.record
                 keys = _keys_of(record)
                 target = self._target_key(record)
                 if keys - {target}:
-                    updated = self.vault.update(stored.key, self._rewrapped)
+                    updated = self.vault.update(stored.key, self._rewrapped, known=loaded)
                     writes += 1
                     keys = _keys_of(updated) if updated is not None else set()
             except ManagedSecretsError as e:

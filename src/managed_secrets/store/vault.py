@@ -80,6 +80,11 @@ class SecretVault:
             stored = self.store.read(key)
         except RecordNotFound:
             return None
+        return self.loaded(stored)
+
+    def loaded(self, stored: StoredRecord) -> Loaded:
+        """A record already read (e.g. by ``store.list()``), decoded and checked like ``load``."""
+        key = stored.key
         record = self._decode(stored)
         if record.secret_id != str(key):
             # A record copied (or a store name made to collide) from another secret: never open it as this one.
@@ -146,7 +151,7 @@ class SecretVault:
         pruned until it fits (labelled ones never are); ``RecordTooLarge`` if even that is not enough."""
         document = codec.encode_record(record)
         keep = len(record.versions)
-        while len(document) > self.store.max_document_bytes and keep > 0:
+        while len(document) > self.store.max_document_bytes and keep > 1:
             keep -= 1
             smaller = apply_prune(record, keep)
             if smaller is record:
