@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from managed_secrets.names import REINITIALIZE_ANNOTATION, ROTATE_ANNOTATION
+from managed_secrets.domain import move_label
+from managed_secrets.names import (
+    MOVE_STAGE_ANNOTATION,
+    REINITIALIZE_ANNOTATION,
+    ROTATE_ANNOTATION,
+    StageMoveRequest,
+)
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
@@ -26,6 +34,7 @@ from support.operator import (
     create,
     get_ms,
     managed_secret,
+    open_store,
     secret_data,
     wait_ready,
 )
@@ -266,3 +275,102 @@ def test_hostile_but_valid_specs_report_and_cost_little(
         lambda: kube.status_of(lambda: get_ms(admin, namespace, "no-policy")) == 404,
         what="the deletion of a spec that does not parse to complete",
     )
+
+
+def test_a_record_copied_from_another_object_is_refused(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    core = client.CoreV1Api(admin)
+    for name in ("mine", "theirs"):
+        create(admin, namespace, managed_secret(name))
+        wait_ready(admin, namespace, name)
+    mine = secret_data(admin, namespace, "mine")
+    theirs = core.read_namespaced_secret(store_secret_name(RecordKey(namespace, "theirs")), operator.namespace)
+    core.patch_namespaced_secret(
+        store_secret_name(RecordKey(namespace, "mine")), operator.namespace, {"data": theirs.data}
+    )
+    annotate(admin, namespace, "mine", {"example.com/touch": "1"})
+    kube.eventually(
+        lambda: condition(get_ms(admin, namespace, "mine"), "Ready").get("reason") == "CorruptRecord",
+        what="the copied record to be refused",
+    )
+    assert f"belongs to {namespace}/theirs" in condition(get_ms(admin, namespace, "mine"), "Ready")["message"]
+    assert secret_data(admin, namespace, "mine") == mine, "the other object's value was not projected"
+
+
+def test_no_label_moves_onto_a_version_that_does_not_decrypt(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    create(admin, namespace, managed_secret("flip"))
+    wait_ready(admin, namespace, "flip")
+    annotate(admin, namespace, "flip", {ROTATE_ANNOTATION: "r1"})
+    kube.eventually(lambda: get_ms(admin, namespace, "flip")["status"].get("currentVersion") == "v2", what="v2")
+    vault = open_store(admin, operator.namespace)
+    key = RecordKey(namespace, "flip")
+
+    def flip_v1(record: Any) -> Any:
+        v1 = record.version("v1")
+        sealed = bytearray(v1.sealed)
+        sealed[-1] ^= 1
+        versions = tuple(replace(v, sealed=bytes(sealed)) if v.id == "v1" else v for v in record.versions)
+        return replace(record, versions=versions)
+
+    vault.update(key, flip_v1)
+    annotate(
+        admin, namespace, "flip", {MOVE_STAGE_ANNOTATION: StageMoveRequest("ACSCurrent", "v1", "m1").encode()}
+    )
+
+    def refused() -> bool:
+        events = client.CoreV1Api(admin).list_namespaced_event(namespace).items
+        return any(e.reason == "StageMoveRefused" and e.involved_object.name == "flip" for e in events)
+
+    kube.eventually(refused, what="the rollback onto the damaged version to be refused")
+    status = get_ms(admin, namespace, "flip")["status"]
+    assert (
+        status["currentVersion"] == "v2"
+        and condition(get_ms(admin, namespace, "flip"), "Ready")["status"] == "True"
+    )
+
+
+def test_a_hand_placed_pending_label_is_reported_without_a_loop(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, audit_log: Path
+) -> None:
+    create(admin, namespace, managed_secret("stuck", rotation={"enabled": True, "interval": "3s"}))
+    wait_ready(admin, namespace, "stuck")
+    vault = open_store(admin, operator.namespace)
+    vault.update(RecordKey(namespace, "stuck"), lambda r: move_label(r, "ACSPending", "v1") if r else r)
+    annotate(admin, namespace, "stuck", {ROTATE_ANNOTATION: "r1"})
+    kube.eventually(
+        lambda: (
+            condition(get_ms(admin, namespace, "stuck"), "RotationFailed").get("reason")
+            == "PendingWithoutRotation"
+        ),
+        what="the stuck label to be reported",
+    )
+    user = f"system:serviceaccount:{operator.namespace}:managed-secrets-operator"
+    offset = audit_log.stat().st_size
+    time.sleep(OBSERVE_SECONDS / 3)  # the interval is due again and again in this window
+    requests = requests_by(audit_log, user, offset, {namespace})
+    assert requests <= 5, f"{requests} requests in {OBSERVE_SECONDS / 3:.0f} s for an object that cannot rotate"
+
+
+def test_a_purge_frees_the_object_that_waited_for_it(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    core = client.CoreV1Api(admin)
+    objects = client.CustomObjectsApi(admin)
+    create(admin, namespace, managed_secret("again"))
+    wait_ready(admin, namespace, "again")
+    objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "again")
+    kube.eventually(lambda: kube.status_of(lambda: get_ms(admin, namespace, "again")) == 404, what="deleted")
+    create(admin, namespace, managed_secret("again"))
+    kube.eventually(
+        lambda: condition(get_ms(admin, namespace, "again"), "Ready").get("reason") == "InRecoveryWindow",
+        what="InRecoveryWindow",
+    )
+    core.patch_namespaced_secret(
+        store_secret_name(RecordKey(namespace, "again")),
+        operator.namespace,
+        {"metadata": {"annotations": {"attributes.managedsecrets.io/purge-after": "2000-01-01T00:00:00Z"}}},
+    )
+    wait_ready(admin, namespace, "again", timeout=60)
