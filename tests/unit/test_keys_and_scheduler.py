@@ -219,3 +219,13 @@ def test_work_that_calls_out_runs_on_a_pool_of_its_own() -> None:
         hung.set()
     finally:
         pools.shutdown()
+
+
+def test_the_retry_policy_doubles_caps_and_jitters() -> None:
+    from managed_secrets.rotation.engine import Backoff
+
+    exact = Backoff(base_seconds=30, max_seconds=100)
+    assert [exact.delay(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
+    spread = Backoff(base_seconds=30, max_seconds=3600, jitter=0.2)
+    delays = {spread.delay(1).total_seconds() for _ in range(50)}
+    assert all(24 <= d <= 30 for d in delays) and len(delays) > 10

@@ -79,7 +79,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     service = ManagedSecretService(
         cluster,
         vault,
-        backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds),
+        # 20 % jitter: objects that failed together (an API or database outage) do not retry together.
+        backoff=Backoff(base_seconds=cfg.rotation_backoff_seconds, jitter=0.2),
         metrics=metrics,
         operator_namespace=cfg.namespace,
         min_rotation_interval=dt.timedelta(seconds=cfg.min_rotation_interval_seconds),

@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from managed_secrets.domain import (
     RotationStep,
@@ -46,13 +47,17 @@ def failpoint(name: str) -> None:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff: ``base_seconds`` doubled per attempt, never more than ``max_seconds``."""
+    """The one retry policy: ``base_seconds`` doubled per attempt, never more than ``max_seconds``, less up to
+    ``jitter`` (a fraction) at random so that objects that failed together do not retry together."""
 
     base_seconds: float = 30.0
     max_seconds: float = 3600.0
+    jitter: float = 0.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, attempts: int) -> dt.timedelta:
-        return dt.timedelta(seconds=min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+        full = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return dt.timedelta(seconds=full * (1.0 - self.jitter * self.rng.random()))
 
 
 Attributes = Callable[[Mapping[str, str]], Mapping[str, str]]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -102,7 +101,6 @@ class ManagedSecretService:
         self.engine = RotationEngine(vault, backoff or Backoff())
         self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
         self.pools = WorkPools(local_workers, external_workers)
-        self._jitter = random.Random()  # noqa: S311 - spreads retry times, nothing secret
         # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
@@ -215,8 +213,7 @@ class ManagedSecretService:
     def _retry_later(self, resource: ManagedSecretResource, outcome: Outcome, reason: str) -> None:
         previous = resource.status.get("retry") or {}
         attempts = int(previous.get("attempts") or 0) + 1
-        # Jitter (the last 20 % of the delay) spreads objects that failed together, e.g. in an API outage.
-        delay = self.engine.backoff.delay(attempts) * (0.8 + 0.2 * self._jitter.random())
+        delay = self.engine.backoff.delay(attempts)  # the same policy as rotation steps, jitter included
         when = (self.vault.clock.now() + delay).replace(microsecond=0) + dt.timedelta(seconds=1)
         outcome.retry = {"attempts": attempts, "reason": reason, "nextAttemptTime": iso_seconds(when)}
         outcome.wake(when)
