@@ -823,6 +823,8 @@ def test_a_record_copied_from_another_secret_is_refused(world: World) -> None:
     world.reconcile("a")
     assert world.condition("a", "Ready")["reason"] == "CorruptRecord"
     assert "belongs to app/b" in world.condition("a", "Ready")["message"]
+    world.delete("a")  # deletion completes; the unusable record is left for a person (a recovery window)
+    assert world.store.read(RecordKey(NAMESPACE, "a")).document == b.document
     secret = world.secret("a")
     assert secret is not None and secret.data != world.secret("b").data  # type: ignore[union-attr]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from managed_secrets.domain import SecretRecord, new_secret, version_id_for
 from managed_secrets.domain.clock import iso
-from managed_secrets.errors import ManagedSecretsError, safe_message
+from managed_secrets.errors import CorruptRecord, IntegrityError, ManagedSecretsError, RecordNotFound, safe_message
 from managed_secrets.names import (
     DELETED_AT,
     LAST_ROTATE_REQUEST,
@@ -153,7 +153,16 @@ def delete(deps: Deps, resource: ManagedSecretResource) -> None:
     """The ManagedSecret is going away: keep its versions for the recovery window, or purge them now."""
     key = resource.key
     days = recovery_window_days(resource)
-    loaded = deps.vault.load(key)
+    try:
+        loaded = deps.vault.load(key)
+    except (CorruptRecord, IntegrityError) as e:
+        # Deletion always completes. A record this object cannot read (damaged, or copied from another
+        # object) is not marked; with no recovery window its store Secret, which is this object's, goes.
+        log.warning("the stored record of %s is unusable (%s); deleting the ManagedSecret anyway", key, e)
+        if days == 0:
+            with contextlib.suppress(RecordNotFound):
+                deps.vault.store.delete(key)
+        return
     if loaded is None:
         return
     if loaded.record.metadata.uid != resource.uid and DELETED_AT in loaded.attributes:
