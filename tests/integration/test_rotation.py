@@ -117,7 +117,7 @@ def test_no_storm_after_downtime_and_no_rotation_on_restart(
     admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
 ) -> None:
     create(admin, namespace, managed_secret("hourly", rotation={"enabled": True, "interval": "1h"}))
-    interval = 10
+    interval = 6
     create(admin, namespace, managed_secret("tensec", rotation={"enabled": True, "interval": f"{interval}s"}))
     hourly = wait_ready(admin, namespace, "hourly")
     wait_ready(admin, namespace, "tensec")

@@ -30,7 +30,7 @@ from support import kube
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "managedsecrets.io_managedsecrets.yaml"
 RBAC_FILE = ROOT / "deploy" / "rbac.yaml"
-WATCH_TIMEOUT_SECONDS = 15
+WATCH_TIMEOUT_SECONDS = 10
 
 
 ADMISSION_POLICY_FILE = ROOT / "deploy" / "admission-policy.yaml"
