@@ -41,7 +41,7 @@ from support.operator import (
 
 pytestmark = pytest.mark.integration
 
-OBSERVE_SECONDS = 15
+OBSERVE_SECONDS = 10
 
 
 def test_a_deleted_store_secret_is_reported_and_nothing_is_regenerated(
