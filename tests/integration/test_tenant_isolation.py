@@ -152,24 +152,14 @@ def test_a_plain_spec_is_admitted_and_an_edit_of_the_reference_is_checked_again(
     tenant = world["tenant"]
     assert create_as(tenant, namespace, managed_secret("plain"), dry_run=False) == ""
     objects = client.CustomObjectsApi(tenant)
+
+    def patch(body: dict[str, Any]) -> None:
+        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "plain", body)
+
     # Annotations (rotate, rollback) are not references: the tenant may set them.
-    objects.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        "plain",
-        {"metadata": {"annotations": {"managedsecrets.io/rotate": "r1"}}},
-    )
+    patch({"metadata": {"annotations": {"managedsecrets.io/rotate": "r1"}}})
     with pytest.raises(ApiException) as refused:
-        objects.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            "plain",
-            {"spec": {"target": {"name": "someone-elses", "adoptExisting": True}}},
-        )
+        patch({"spec": {"target": {"name": "someone-elses", "adoptExisting": True}}})
     assert refused.value.status == 403
     assert "spec.target.adoptExisting" in json.loads(refused.value.body)["message"]
 
