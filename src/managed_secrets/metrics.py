@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -140,6 +140,21 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self._admission_policy.set(-1)
+        self._objects = Gauge(
+            "managed_secrets_objects",
+            "ManagedSecrets this process serves (seen since start and not deleted).",
+            registry=self.registry,
+        )
+        self._objects.set_function(lambda: len(self._conditions))
+        self._pending = Gauge(
+            "managed_secrets_pending_work",
+            "Reconciles queued or running on the worker pools.",
+            registry=self.registry,
+        )
+
+    def track_pending(self, count: Callable[[], int]) -> None:
+        """Serves ``count()`` as the pending-work gauge (the worker pools' queued and running reconciles)."""
+        self._pending.set_function(count)
 
     # --- conditions -------------------------------------------------------------------------------------
 

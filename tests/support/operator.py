@@ -142,6 +142,7 @@ class OperatorProcess:
         env: dict[str, str] | None = None,
         *,
         liveness: bool = False,
+        log_level: str = "DEBUG",
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -149,6 +150,7 @@ class OperatorProcess:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness = liveness
+        self.log_level = log_level
         self.liveness_port = 0
 
     @property
@@ -185,7 +187,7 @@ class OperatorProcess:
         raise AssertionError(f"the operator exited at start-up:\n{self.logs()[-4000:]}")
 
     def _spawn(self, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "managed_secrets.operator.main", "--log-level=DEBUG", "--log-format=plain"]
+        argv = [sys.executable, "-m", "managed_secrets.operator.main", f"--log-level={self.log_level}", "--log-format=plain"]
         if self.liveness:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))

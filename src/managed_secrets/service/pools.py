@@ -8,6 +8,7 @@ most the external pool's threads, while new ordinary ManagedSecrets keep being p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,12 +25,27 @@ class WorkPools:
     def __init__(self, local_workers: int = 8, external_workers: int = 4) -> None:
         self.local = ThreadPoolExecutor(max_workers=local_workers, thread_name_prefix="reconcile")
         self.external = ThreadPoolExecutor(max_workers=external_workers, thread_name_prefix="external")
+        self._pending = 0
+        self._guard = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Calls submitted and not yet finished, on both pools."""
+        return self._pending
+
+    def _done(self, _future: Future[Any]) -> None:
+        with self._guard:
+            self._pending -= 1
 
     def for_spec(self, spec: Mapping[str, Any]) -> ThreadPoolExecutor:
         return self.external if any(spec.get(s) is not None for s in EXTERNAL_SOURCES) else self.local
 
     def submit(self, spec: Mapping[str, Any], call: Callable[..., T], *args: Any) -> Future[T]:
-        return self.for_spec(spec).submit(call, *args)
+        with self._guard:
+            self._pending += 1
+        future = self.for_spec(spec).submit(call, *args)
+        future.add_done_callback(self._done)
+        return future
 
     def shutdown(self) -> None:
         for pool in (self.local, self.external):

@@ -101,6 +101,7 @@ class ManagedSecretService:
         self.engine = RotationEngine(vault, backoff or Backoff())
         self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
         self.pools = WorkPools(local_workers, external_workers)
+        self.metrics.track_pending(lambda: self.pools.pending)
         # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
