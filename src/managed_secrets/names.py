@@ -35,6 +35,9 @@ PREVIOUS_VERSION_ANNOTATION = f"{PREFIX}/previous-version"
 DATA_HASH_ANNOTATION = f"{PREFIX}/data-hash"
 OWNER_ANNOTATION = f"{PREFIX}/managed-secret"
 MANAGED_LABEL = f"{PREFIX}/managed"
+# Set by users on a Secret that a ManagedSecret takes its value from (spec.valueFrom.secretRef): the operator
+# watches only Secrets that carry it (or MANAGED_LABEL), so a change of the source is seen at once.
+SOURCE_LABEL = f"{PREFIX}/source"
 
 # --- restart targets (pod template annotation) -------------------------------------------------------------
 WORKLOAD_VERSIONS_ANNOTATION = f"{PREFIX}/secret-versions"

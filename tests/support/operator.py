@@ -187,7 +187,13 @@ class OperatorProcess:
         raise AssertionError(f"the operator exited at start-up:\n{self.logs()[-4000:]}")
 
     def _spawn(self, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "managed_secrets.operator.main", f"--log-level={self.log_level}", "--log-format=plain"]
+        argv = [
+            sys.executable,
+            "-m",
+            "managed_secrets.operator.main",
+            f"--log-level={self.log_level}",
+            "--log-format=plain",
+        ]
         if self.liveness:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))

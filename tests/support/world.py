@@ -16,8 +16,9 @@ from managed_secrets.cluster.memory import InMemoryCluster, Write
 from managed_secrets.crypto import LocalKeyring
 from managed_secrets.domain import SecretRecord
 from managed_secrets.domain.clock import ManualClock
+from managed_secrets.errors import RecordNotFound
 from managed_secrets.metrics import OperatorMetrics
-from managed_secrets.names import API_GROUP, API_VERSION, KIND
+from managed_secrets.names import API_GROUP, API_VERSION, KIND, MANAGED_LABEL, SOURCE_LABEL
 from managed_secrets.rotation.engine import Backoff
 from managed_secrets.service import ManagedSecretService, Outcome
 from managed_secrets.store import InMemoryStore, RecordKey, SecretVault, StoredRecord
@@ -75,6 +76,12 @@ class World:
             self.cluster, self.vault, backoff=Backoff(base_seconds=30, max_seconds=3600), metrics=self.metrics
         )
 
+    def watch_revisions(self) -> WatchRevisions:
+        """What the operator's Secret watches would list now, wired into the service."""
+        revisions = WatchRevisions(self)
+        self.service.revisions = revisions
+        return revisions
+
     def restarted(self) -> World:
         """A new operator process over the same store, keyring and cluster (nothing kept in memory)."""
         return World(store=self.store, keyring=self.keyring, cluster=self.cluster, clock=self.clock)
@@ -108,6 +115,10 @@ class World:
     def reconcile(self, name: str) -> Outcome:
         """One handler run on the object as the API server holds it now."""
         return self.service.reconcile(self.ms(name))
+
+    def event(self, name: str, event_type: str | None = "MODIFIED") -> None:
+        """The Kopf event handler's call: the object as the watch brings it (``None``: the start-up listing)."""
+        self.service.observe(event_type, self.ms(name))
 
     def settle(self, name: str, times: int = 3) -> Outcome:
         """Reconciles until nothing is written (the watch would bring the object back after each write)."""
@@ -162,3 +173,28 @@ class World:
 
     def events(self, type_: str | None = None) -> list[str]:
         return [e.reason for e in self.cluster.events if type_ is None or e.type == type_]
+
+
+class WatchRevisions:
+    """``Revisions`` as the operator's filtered Secret watches would list them in ``world``."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.is_synced = True
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+    def store(self, key: RecordKey) -> str | None:
+        try:
+            return InMemoryStore.read(self.world.store, key).revision  # not counted as the operator's read
+        except RecordNotFound:
+            return None
+
+    def projected(self, namespace: str, name: str) -> str | None:
+        live = self.world.cluster.secrets.get((namespace, name))
+        return live.resource_version if live is not None and live.labels.get(MANAGED_LABEL) == "true" else None
+
+    def source(self, namespace: str, name: str) -> str | None:
+        live = self.world.cluster.secrets.get((namespace, name))
+        return live.resource_version if live is not None and live.labels.get(SOURCE_LABEL) == "true" else None

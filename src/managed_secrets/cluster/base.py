@@ -79,16 +79,22 @@ class Cluster(Protocol):
         """The Secret, or ``None`` if it does not exist."""
         ...
 
-    def create_secret(self, secret: SecretObject) -> None:
-        """Creates the Secret; ``ApiConflict`` if one of that name exists."""
+    def create_secret(self, secret: SecretObject) -> str:
+        """Creates the Secret and returns its resourceVersion; ``ApiConflict`` if one of that name exists."""
         ...
 
-    def replace_secret(self, secret: SecretObject, resource_version: str) -> None:
-        """Replaces the Secret if it is still at ``resource_version``; ``ApiConflict`` otherwise."""
+    def replace_secret(self, secret: SecretObject, resource_version: str) -> str:
+        """Replaces the Secret if it is still at ``resource_version`` and returns the new resourceVersion;
+        ``ApiConflict`` otherwise."""
         ...
 
     def delete_secret(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
         """Deletes the Secret (only at ``resource_version`` if given); ``False`` if it was not there."""
+        ...
+
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
+        """Sets the ManagedSecret's finalizers if it is still at ``resource_version``; ``ApiConflict``
+        otherwise; ``False`` if it is gone."""
         ...
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

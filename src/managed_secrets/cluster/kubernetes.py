@@ -71,6 +71,10 @@ def _live(secret: Any) -> LiveSecret:
     )
 
 
+def _revision(secret: Any) -> str:
+    return str(secret.metadata.resource_version) if secret.metadata is not None else ""
+
+
 def _body(secret: SecretObject, resource_version: str | None = None) -> client.V1Secret:
     refs = [
         client.V1OwnerReference(
@@ -118,16 +122,17 @@ class KubernetesCluster:
         )
         return _live(found) if found is not None else None
 
-    def create_secret(self, secret: SecretObject) -> None:
-        _call(
+    def create_secret(self, secret: SecretObject) -> str:
+        created = _call(
             lambda: self._core.create_namespaced_secret(secret.namespace, _body(secret)),
             "create",
             f"Secret {secret.namespace}/{secret.name}",
             "Secrets",
         )
+        return _revision(created)
 
-    def replace_secret(self, secret: SecretObject, resource_version: str) -> None:
-        _call(
+    def replace_secret(self, secret: SecretObject, resource_version: str) -> str:
+        replaced = _call(
             lambda: self._core.replace_namespaced_secret(
                 secret.name, secret.namespace, _body(secret, resource_version)
             ),
@@ -135,6 +140,7 @@ class KubernetesCluster:
             f"Secret {secret.namespace}/{secret.name}",
             "Secrets",
         )
+        return _revision(replaced)
 
     def delete_secret(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
         options = client.V1DeleteOptions(
@@ -145,6 +151,20 @@ class KubernetesCluster:
             "delete",
             f"Secret {namespace}/{name}",
             "Secrets",
+        )
+        return done is not None
+
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
+        # A merge patch carrying the resourceVersion: the API server refuses it (409) if anyone changed the
+        # object since, so another controller's finalizer is never dropped.
+        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
+        done = _call_or_none(
+            lambda: self._custom.patch_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, body
+            ),
+            "patch",
+            f"ManagedSecret {namespace}/{name}",
+            "managedsecrets",
         )
         return done is not None
 

@@ -137,17 +137,18 @@ class InMemoryCluster:
             self._check("get", "secrets", f"Secret {namespace}/{name}", name)
             return self.secrets.get((namespace, name))
 
-    def create_secret(self, secret: SecretObject) -> None:
+    def create_secret(self, secret: SecretObject) -> str:
         with self._lock:
             what = f"Secret {secret.namespace}/{secret.name}"
             self._check("create", "secrets", what, secret.name)
             _validate(secret, "create", what)
             if (secret.namespace, secret.name) in self.secrets:
                 raise ApiConflict("create", what, 409, "Conflict", "Secrets")
-            self.put_secret(secret)
+            live = self.put_secret(secret)
             self.writes.append(Write("create", "secrets", secret.namespace, secret.name))
+            return live.resource_version
 
-    def replace_secret(self, secret: SecretObject, resource_version: str) -> None:
+    def replace_secret(self, secret: SecretObject, resource_version: str) -> str:
         with self._lock:
             what = f"Secret {secret.namespace}/{secret.name}"
             self._check("update", "secrets", what, secret.name)
@@ -157,8 +158,9 @@ class InMemoryCluster:
             if live.resource_version != resource_version:
                 raise ApiConflict("update", what, 409, "Conflict", "Secrets")
             _validate(secret, "update", what)
-            self.put_secret(secret)
+            live = self.put_secret(secret)
             self.writes.append(Write("update", "secrets", secret.namespace, secret.name))
+            return live.resource_version
 
     def delete_secret(self, namespace: str, name: str, resource_version: str | None = None) -> bool:
         with self._lock:
@@ -171,6 +173,22 @@ class InMemoryCluster:
                 raise ApiConflict("delete", what, 409, "Conflict", "Secrets")
             del self.secrets[(namespace, name)]
             self.writes.append(Write("delete", "secrets", namespace, name))
+            return True
+
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
+        with self._lock:
+            what = f"ManagedSecret {namespace}/{name}"
+            self._check("patch", "managedsecrets", what, name)
+            obj = self.managed_secrets.get((namespace, name))
+            if obj is None:
+                return False
+            if obj["metadata"].get("resourceVersion") != resource_version:
+                raise ApiConflict("patch", what, 409, "Conflict", "managedsecrets")
+            obj["metadata"]["finalizers"] = list(finalizers)
+            obj["metadata"]["resourceVersion"] = self._next()
+            self.writes.append(Write("patch", "managedsecrets", namespace, name))
+            if not finalizers and obj["metadata"].get("deletionTimestamp"):
+                del self.managed_secrets[(namespace, name)]
             return True
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Render the ACSCurrent value into a native Secret and keep that Secret as rendered."""
 
 from managed_secrets.projection.apply import (
+    Applied,
     ApplyAction,
     Owner,
     ProjectionConflict,
@@ -12,6 +13,7 @@ from managed_secrets.projection.apply import (
 from managed_secrets.projection.render import DesiredSecret, RenderError, TargetSpec, data_hash, render
 
 __all__ = [
+    "Applied",
     "ApplyAction",
     "DesiredSecret",
     "Owner",

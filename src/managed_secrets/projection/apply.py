@@ -15,6 +15,7 @@ from managed_secrets.names import DATA_HASH_ANNOTATION, MANAGED_LABEL, OWNER_ANN
 from managed_secrets.projection.render import DesiredSecret, TargetSpec, data_hash
 
 __all__ = [
+    "Applied",
     "ApplyAction",
     "Owner",
     "ProjectionConflict",
@@ -46,6 +47,14 @@ class ApplyAction(enum.StrEnum):
     DRIFT_REPORTED = "drift-reported"
     RESTORED = "restored"
     MISSING_REPORTED = "missing-reported"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply_projection`` did, and the resourceVersion the projected Secret has after it ("" if none)."""
+
+    action: ApplyAction
+    resource_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ def apply_projection(
     hash_key: bytes,
     *,
     previously_projected: bool,
-) -> ApplyAction:
+) -> Applied:
     """Makes the live Secret match ``desired``; returns what was done."""
     try:
         return _apply(
@@ -122,7 +131,7 @@ def _apply(
     *,
     hash_key: bytes,
     previously_projected: bool,
-) -> ApplyAction:
+) -> Applied:
     live = cluster.read_secret(desired.namespace, desired.name)
     body = SecretObject(
         namespace=desired.namespace,
@@ -135,9 +144,9 @@ def _apply(
     )
     if live is None:
         if previously_projected and target.drift_policy == "Report":
-            return ApplyAction.MISSING_REPORTED
-        cluster.create_secret(body)
-        return ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED
+            return Applied(ApplyAction.MISSING_REPORTED)
+        created = cluster.create_secret(body)
+        return Applied(ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED, created)
 
     if not _is_ours(live, owner):
         where = f"Secret {desired.namespace}/{desired.name}"
@@ -159,15 +168,15 @@ def _apply(
         and sorted(live.owner_references, key=repr) == sorted(refs, key=repr)
     )
     if live_hash == desired.data_hash and metadata_matches:
-        return ApplyAction.UNCHANGED
+        return Applied(ApplyAction.UNCHANGED, live.resource_version)
     if drifted and target.drift_policy == "Report":
-        return ApplyAction.DRIFT_REPORTED
+        return Applied(ApplyAction.DRIFT_REPORTED, live.resource_version)
 
     if live.type != desired.type:
         # A Secret's type is immutable: replace the object.
         cluster.delete_secret(desired.namespace, desired.name, live.resource_version)
-        cluster.create_secret(body)
-        return ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED
+        created = cluster.create_secret(body)
+        return Applied(ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED, created)
 
     keep_labels = {k: v for k, v in live.labels.items() if k not in desired.labels}
     keep_annotations = {k: v for k, v in live.annotations.items() if k not in desired.annotations}
@@ -177,8 +186,8 @@ def _apply(
         annotations={**keep_annotations, **desired.annotations},
         owner_references=refs,
     )
-    cluster.replace_secret(updated, live.resource_version)
-    return ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED
+    replaced = cluster.replace_secret(updated, live.resource_version)
+    return Applied(ApplyAction.DRIFT_REVERTED if drifted else ApplyAction.UPDATED, replaced)
 
 
 def delete_projection(cluster: Cluster, namespace: str, name: str, owner: Owner) -> bool:

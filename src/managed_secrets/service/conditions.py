@@ -34,6 +34,10 @@ class Outcome:
     record: SecretRecord | None = None
     new_version: str | None = None
     projection: ApplyAction | None = None
+    projected_revision: str | None = None
+    """The projected Secret's resourceVersion after this pass (set with ``projection``)."""
+    store_revision: str | None = None
+    source_revision: str | None = None
     conditions: list[Condition] = field(default_factory=list)
     rotated: str | None = None
     next_rotation: dt.datetime | None = None

@@ -31,14 +31,16 @@ def project(p: Pass) -> None:
     owner = resource.owner
     old_name = str(resource.status.get("projectedSecret") or "")
     with p.deps.metrics.time_projection():
-        action = apply_projection(
+        applied = apply_projection(
             cluster, desired, spec.target, owner, vault.hash_key, previously_projected=old_name == desired.name
         )
+    action = applied.action
     outcome.projection = action
+    outcome.projected_revision = applied.resource_version or None
     moved = bool(old_name) and old_name != desired.name and spec.target.creation_policy == "Owner"
     if moved and delete_projection(cluster, resource.namespace, old_name, owner):
         p.normal("ProjectionMoved", f"deleted the old projected Secret {old_name}")
-    if action in (ApplyAction.CREATED, ApplyAction.UPDATED, ApplyAction.RESTORED):
+    if action in (ApplyAction.UPDATED, ApplyAction.RESTORED):
         p.normal("Projected", f"Secret {desired.name} now holds version {current.id} ({action})")
     elif action is ApplyAction.DRIFT_REVERTED:
         p.normal("DriftReverted", f"Secret {desired.name} was edited; restored version {current.id}")

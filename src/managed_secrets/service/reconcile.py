@@ -32,7 +32,7 @@ from managed_secrets.errors import (
     safe_message,
 )
 from managed_secrets.metrics import OperatorMetrics
-from managed_secrets.names import ADMISSION_POLICY
+from managed_secrets.names import ADMISSION_POLICY, FINALIZER
 from managed_secrets.projection import ProjectionConflict, ProjectionError, ProjectionRejected, RenderError
 from managed_secrets.projection.restart import RestartError
 from managed_secrets.rotation.engine import Backoff, RotationEngine
@@ -49,6 +49,7 @@ from managed_secrets.service.scheduler import Scheduler
 from managed_secrets.service.sources import ensure_value
 from managed_secrets.service.spec import ManagedSecretSpec
 from managed_secrets.service.stage_moves import move_stage
+from managed_secrets.service.watching import Revisions, Watched, requests_digest, resumable, source_of
 from managed_secrets.store import RecordKey, SecretVault
 
 __all__ = ["ManagedSecretService", "Outcome"]
@@ -106,6 +107,11 @@ class ManagedSecretService:
         self.scheduler = Scheduler(self._scheduled, vault.clock)
         self._locks: dict[RecordKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Small per-object memory of what the watches brought (see ``service.watching``).
+        self.watched = Watched()
+        # What the operator's Secret watches list now; set at start-up (``None``: every resume reads).
+        self.revisions: Revisions | None = None
+        self._failures: dict[RecordKey, int] = {}
 
     def _lock(self, key: RecordKey) -> threading.Lock:
         with self._locks_guard:
@@ -118,10 +124,100 @@ class ManagedSecretService:
         with self._lock(resource.key):
             return self._reconcile(resource)
 
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A ManagedSecret as a watch brings it (``event_type`` ``None``: listed at start-up), or as a
+        scheduled run reads it (``SCHEDULED``). Never raises: a failure is logged and retried with backoff.
+
+        Keeps the finalizer (added with the first event, removed when deletion is done); drops events that are
+        echoes of our own writes; resumes a listed object from its status when nothing changed while the
+        operator was away; otherwise reconciles.
+        """
+        meta = body.get("metadata") or {}
+        key = RecordKey(str(meta["namespace"]), str(meta["name"]))
+        if event_type == "DELETED":
+            self.forget(key.namespace, key.name)
+            return
+        try:
+            self._observe(event_type, body, key)
+        except Exception as e:  # whatever it is, it is logged safely and retried
+            self.watched.unhandled(key)
+            attempts = self._failures.get(key, 0) + 1
+            self._failures[key] = attempts
+            delay = self.engine.backoff.delay(attempts)
+            log.warning(
+                "handling ManagedSecret %s failed (retry in %.0fs): %s",
+                key,
+                delay.total_seconds(),
+                safe_message(e),
+            )
+            self.scheduler.schedule(key.namespace, key.name, self.vault.clock.now() + delay)
+            return
+        self._failures.pop(key, None)
+
+    def _observe(self, event_type: str | None, body: Mapping[str, Any], key: RecordKey) -> None:
+        meta = body.get("metadata") or {}
+        finalizers = [str(f) for f in meta.get("finalizers") or []]
+        version = str(meta.get("resourceVersion") or "")
+        if meta.get("deletionTimestamp"):
+            if FINALIZER in finalizers:
+                self.delete(body)
+                self.cluster.set_finalizers(
+                    key.namespace, key.name, [f for f in finalizers if f != FINALIZER], version
+                )
+            self.forget(key.namespace, key.name)
+            return
+        resource = ManagedSecretResource.from_body(body)
+        forced = event_type == "SCHEDULED"
+        if not forced and self.watched.is_echo(resource):
+            return
+        first = not self.watched.seen(key)
+        if FINALIZER not in finalizers:
+            # The one metadata write a ManagedSecret costs: deletion waits for its versions to be kept or purged.
+            self.cluster.set_finalizers(key.namespace, key.name, [*finalizers, FINALIZER], version)
+        elif first and not forced and self._resume(resource):
+            self.watched.handled(resource)
+            return
+        self.reconcile(body)
+        self.watched.handled(resource)
+
+    def _resume(self, resource: ManagedSecretResource) -> bool:
+        """Resumes ``resource`` from its status without a read, if nothing changed while we were away."""
+        resume = resumable(resource, self.revisions, self.vault.clock.now(), self.admission_policy_installed)
+        if resume is None:
+            return False
+        key = resource.key
+        status = resource.status
+        self.watched.projected(key, str((status.get("revisions") or {}).get("projected") or ""))
+        self.watched.takes_value_from(key, source_of(resource.raw_spec))
+        conditions = {str(c.get("type")): str(c.get("status")) for c in status.get("conditions") or []}
+        self.metrics.set_next_rotation(key.namespace, key.name, resume.next_rotation)
+        self.metrics.observe_conditions(key.namespace, key.name, conditions)
+        self.scheduler.schedule(key.namespace, key.name, resume.next_rotation)
+        return True
+
+    def secret_changed(self, namespace: str, name: str, resource_version: str | None, owner: str | None) -> None:
+        """A projected Secret or a value source changed (``resource_version`` ``None``: it was deleted).
+
+        ``owner`` is the projected Secret's owner annotation (``namespace/name``). A projected Secret at the
+        revision our last reconcile left it at is the echo of our own write and is dropped.
+        """
+        owners = set(self.watched.owners_of_source(namespace, name))
+        owner_ns, _sep, owner_name = (owner or "").partition("/")
+        echo = self.watched.projected_echo(RecordKey(namespace, owner_name), resource_version)
+        if owner_ns == namespace and owner_name and not echo:
+            owners.add(owner_name)
+        for ms_name in sorted(owners):
+            self._scheduled(namespace, ms_name)
+
     def _scheduled(self, namespace: str, name: str) -> None:
-        body = self.current_body(namespace, name)
+        try:
+            body = self.cluster.get_managed_secret(namespace, name)
+        except KubernetesApiError as e:
+            log.warning("cannot read ManagedSecret %s/%s: %s", namespace, name, safe_message(e))
+            self.scheduler.schedule(namespace, name, self.vault.clock.now() + self.engine.backoff.delay(1))
+            return
         if body is not None:
-            self.submit(body)
+            self.pools.submit(body.get("spec") or {}, self.observe, "SCHEDULED", body)
 
     def submit(self, body: Mapping[str, Any]) -> Future[Outcome]:
         """``reconcile(body)`` on the worker pool for the object's kind of work (see ``service.pools``)."""
@@ -135,6 +231,7 @@ class ManagedSecretService:
         return body
 
     def forget(self, namespace: str, name: str) -> None:
+        self.watched.forget(RecordKey(namespace, name))
         self.scheduler.schedule(namespace, name, None)
         self.metrics.forget(namespace, name)
 
@@ -172,6 +269,7 @@ class ManagedSecretService:
             return outcome
         spec: ManagedSecretSpec | None = None
         p: Pass | None = None
+        self.watched.takes_value_from(resource.key, source_of(resource.raw_spec))
         try:
             if resource.namespace == self.operator_namespace:
                 raise ReferenceRefused(
@@ -198,6 +296,7 @@ class ManagedSecretService:
             self._finish(resource, spec, outcome)
             return outcome
         outcome.record = p.record
+        outcome.store_revision = p.loaded.stored.revision if p.loaded is not None else None
         self._finish(resource, spec, outcome)
         return outcome
 
@@ -234,6 +333,8 @@ class ManagedSecretService:
             )
         self._write_status(resource, spec, outcome)
         key = resource.key
+        if outcome.projection is not None:
+            self.watched.projected(key, outcome.projected_revision)
         self.metrics.set_next_rotation(key.namespace, key.name, outcome.next_rotation)
         self.metrics.observe_conditions(key.namespace, key.name, {c.type: c.status for c in outcome.conditions})
         self.scheduler.schedule(key.namespace, key.name, wake_time(outcome, self.vault.clock.now()))
@@ -262,7 +363,21 @@ class ManagedSecretService:
         new.update(rotation_fields)
         new["retry"] = outcome.retry
         if status_differs(resource.status, new):
+            # Written along when the status changes anyway, never on its own: a hint for the next start-up.
+            new["revisions"] = _revisions(resource, outcome)
             self.cluster.patch_status(resource.namespace, resource.name, new)
+
+
+def _revisions(resource: ManagedSecretResource, outcome: Outcome) -> dict[str, str | None] | None:
+    """``status.revisions``: what this pass left the store record, the projected Secret and the source at."""
+    if outcome.store_revision is None or outcome.projected_revision is None or outcome.retry is not None:
+        return None
+    return {
+        "store": outcome.store_revision,
+        "projected": outcome.projected_revision,
+        "source": outcome.source_revision,
+        "requests": requests_digest(resource.annotations),
+    }
 
 
 def wake_time(outcome: Outcome, now: dt.datetime) -> dt.datetime | None:

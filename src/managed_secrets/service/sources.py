@@ -82,6 +82,7 @@ def read_value_from(p: Pass) -> SecretValue:
     live = p.read_referenced(name)
     if live is None:
         raise SourceUnavailable(f"{where} (spec.valueFrom) does not exist")
+    p.outcome.source_revision = live.resource_version
     data = dict(live.data)
     if source.keys is not None:
         missing = sorted(set(source.keys) - set(data))
@@ -122,5 +123,7 @@ def store_value(p: Pass, value: SecretValue) -> None:
     if created:
         p.outcome.new_version = created[0]
         how = "generated" if spec.generate is not None else f"from {spec.source_kind}"
-        p.normal("VersionCreated", f"stored version {created[0]} as ACSCurrent ({how})")
+        if p.record is not None and len(p.record.versions) > 1:
+            # The first version of a new ManagedSecret is reported by its status alone (no Event write).
+            p.normal("VersionCreated", f"stored version {created[0]} as ACSCurrent ({how})")
         log.info("stored version %s of %s", created[0], p.key)
