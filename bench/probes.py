@@ -85,13 +85,11 @@ class FirstSeen:
 
     def __init__(
         self,
-        api: client.ApiClient,
         list_call: Callable[..., Any],
         *,
         label_selector: str | None = None,
         match: Callable[[Object], bool] = _always,
     ) -> None:
-        self._api = api
         self._list = list_call
         self._selector = label_selector
         self._match = match
@@ -157,6 +155,8 @@ class FirstSeen:
             timeout_seconds=WATCH_SECONDS,
             _request_timeout=WATCH_SECONDS + 30,
         ):
+            if not event:  # a line cut short when the stream ends
+                continue
             obj = event["raw_object"]
             version = obj["metadata"]["resourceVersion"]
             if event["type"] in ("ADDED", "MODIFIED"):

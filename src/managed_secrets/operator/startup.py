@@ -15,9 +15,10 @@ from managed_secrets.cluster.kubernetes import KubernetesCluster, admission_poli
 from managed_secrets.domain.clock import SystemClock
 from managed_secrets.errors import KeyringLost
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
-from managed_secrets.names import ADMISSION_POLICY, FINALIZER, KOPF_PREFIX
+from managed_secrets.names import ADMISSION_POLICY, KOPF_PREFIX
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
+from managed_secrets.operator.watches import SecretWatches
 from managed_secrets.rotation.engine import Backoff
 from managed_secrets.service import ManagedSecretService
 from managed_secrets.service.keys import KeyManager
@@ -27,25 +28,33 @@ from managed_secrets.store.kubernetes import KubernetesStore
 log = logging.getLogger(__name__)
 
 
-def api_client() -> client.ApiClient:
+def api_client(connections: int) -> client.ApiClient:
+    """A client whose connection pool holds ``connections`` connections (one per thread that uses it): a
+    thread never waits for a socket, and no more sockets (each with its TLS buffers) are opened than used."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        api: client.ApiClient = config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return api
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
-    # Own names for everything Kopf stores on our objects.
-    settings.persistence.finalizer = FINALIZER
+    # Own names for anything Kopf would store on our objects.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     # Events are posted by the service with messages it wrote; Kopf's would repeat handler/exception text.
     settings.posting.enabled = False
-    settings.execution.max_workers = cfg.max_workers
+    # Kopf only watches ManagedSecrets and hands each event to the service's pools; it writes nothing itself
+    # (no on.create/update/delete handlers: no diff-base or progress annotations, no finalizer of its own).
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/unused"
+    settings.execution.max_workers = 2
+    # Per-object workers waiting for the pools are bounded; the initial listing comes in pages.
+    settings.queueing.worker_limit = 4 * (cfg.max_workers + cfg.external_workers)
+    settings.watching.chunk_size = 500
     # No diff-base is ever stored on native Secrets: they only have on.event handlers, which store nothing.
     # The server ends each watch after this long and Kopf reconnects (the idle test waits for one).
     settings.watching.server_timeout = cfg.watch_timeout_seconds
@@ -56,7 +65,9 @@ def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     configure_kopf(settings, cfg)
-    api = api_client()
+    # Worker threads of both pools, the scheduler's and the purger's, and a few for start-up and the CLI-like
+    # calls of the key manager.
+    api = api_client(cfg.max_workers + cfg.external_workers + 6)
     cluster = KubernetesCluster(api)
     store = KubernetesStore(api, cfg.namespace)
     if cfg.keyring_file is not None:
@@ -106,6 +117,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if cfg.keyring_file is None:
         keys = KeyManager(vault, keyring, KeyringSecret(cluster, cfg.namespace, cfg.keyring_secret))
     memo["keys"] = keys
+    # Its own client: each watch holds one connection for as long as it streams.
+    watches = SecretWatches(api_client(8), cfg, service, keys)
+    service.revisions = watches
+    watches.start(wait_seconds=120)
+    memo["watches"] = watches
     stop = threading.Event()
     memo["stop"] = stop
     start_purger(service, cfg.purge_interval_seconds, stop, keys)
@@ -117,6 +133,9 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     stop = memo.get("stop")
     if stop is not None:
         stop.set()
+    watches = memo.get("watches")
+    if watches is not None:
+        watches.stop()
     service = memo.get("service")
     if service is not None:
         service.scheduler.stop()

@@ -105,7 +105,7 @@ class ManagedSecretService:
         self.metrics.track_pending(lambda: self.pools.pending)
         # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
         self.scheduler = Scheduler(self._scheduled, vault.clock)
-        self._locks: dict[RecordKey, threading.Lock] = {}
+        self._locks: dict[RecordKey, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         # Small per-object memory of what the watches brought (see ``service.watching``).
         self.watched = Watched()
@@ -113,9 +113,12 @@ class ManagedSecretService:
         self.revisions: Revisions | None = None
         self._failures: dict[RecordKey, int] = {}
 
-    def _lock(self, key: RecordKey) -> threading.Lock:
+    def _lock(self, key: RecordKey) -> threading.RLock:
         with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.RLock()
+            return lock
 
     # --- entry points ----------------------------------------------------------------------------------
 
@@ -138,7 +141,8 @@ class ManagedSecretService:
             self.forget(key.namespace, key.name)
             return
         try:
-            self._observe(event_type, body, key)
+            with self._lock(key):
+                self._observe(event_type, body, key)
         except Exception as e:  # whatever it is, it is logged safely and retried
             self.watched.unhandled(key)
             attempts = self._failures.get(key, 0) + 1
@@ -231,7 +235,10 @@ class ManagedSecretService:
         return body
 
     def forget(self, namespace: str, name: str) -> None:
-        self.watched.forget(RecordKey(namespace, name))
+        key = RecordKey(namespace, name)
+        self.watched.forget(key)
+        with self._locks_guard:
+            self._locks.pop(key, None)
         self.scheduler.schedule(namespace, name, None)
         self.metrics.forget(namespace, name)
 

@@ -1,0 +1,714 @@
+"""Cluster benchmark: the operator on a local control plane of its own, each figure beside a baseline
+measured in the same run.
+
+    python -m bench.cluster [--quick] [--objects N] [--unrelated N] [--rotations N] [--namespaces N]
+                            [--threads N] [--json PATH] [--keep]
+
+It starts etcd, kube-apiserver and kube-controller-manager (hack/cluster.py) in a fresh directory, installs
+the CRD and the admission policy, and runs the operator as its own ServiceAccount with the shipped RBAC, at
+log level INFO and with the production intervals. One admin client (a pool of --threads threads) sends every
+request the benchmark makes. Writes are counted in the API server's audit log, memory is the operator's
+VmRSS, and "settled" means the operator's managed_secrets_pending_work gauge read 0 in three polls 0.5 s apart.
+
+Steps: 1 RSS idle; 2 unrelated Secrets (raw create rate, RSS); 3 ManagedSecrets created until all projected,
+beside raw Secret creates; 4 operator writes per object, beside the client's; 5 latency create -> projected,
+beside the watch-event floor; 6 writes while idle; 7 cold start, beside listing everything; 8 rotations,
+beside sending the requests. Ratios are figure / baseline: how many times the baseline it costs.
+
+Figures go to stdout, progress (with elapsed time) to stderr. Nothing is asserted: the exit status is 1 only
+when the run cannot finish (the control plane or operator does not start, or objects are not projected,
+rotated or settled within a generous timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from bench.probes import AuditLog, FirstSeen, Gauges, Object, Tally, key_of, list_all, make_client, read_gauges
+from bench.probes import rss_mib, send
+
+ROOT = Path(__file__).resolve().parent.parent
+for _extra in (ROOT / "hack", ROOT / "tests"):
+    if str(_extra) not in sys.path:
+        sys.path.insert(0, str(_extra))
+
+import cluster as local_cluster  # noqa: E402  (hack/cluster.py, on the path just above)
+from support import kube  # noqa: E402  (tests/support, as the integration tests use it)
+from support.operator import (  # noqa: E402
+    OperatorEnvironment,
+    OperatorProcess,
+    install_admission_policy,
+    install_crd,
+    managed_secret,
+    write_token_kubeconfig,
+)
+
+from managed_secrets.names import API_GROUP, API_VERSION, MANAGED_LABEL, PLURAL, ROTATE_ANNOTATION  # noqa: E402
+
+SERVICE_ACCOUNT = "managed-secrets-operator"
+ADMIN_USER = "admin"  # the common name of hack/cluster.py's admin certificate
+OTHER_NAMESPACE = "bench-unrelated"  # holds a few unrelated Secrets and no ManagedSecret
+LATENCY_LABEL = "bench/latency"
+# The operator's own defaults; the test harness would otherwise give it short test intervals.
+PRODUCTION_ENV = {
+    "MSO_WATCH_TIMEOUT_SECONDS": "300",
+    "MSO_PURGE_INTERVAL_SECONDS": "3600",
+    "MSO_ROTATION_BACKOFF_SECONDS": "30",
+    "MSO_MIN_ROTATION_INTERVAL_SECONDS": "60",
+}
+TOKEN_SECONDS = 24 * 3600  # a long run must not outlive the operator's token
+LATENCY_TIMEOUT = 60.0
+POLL = 0.5
+
+
+def secrets_lister(api: client.ApiClient) -> Callable[..., Any]:
+    return client.CoreV1Api(api).list_secret_for_all_namespaces  # type: ignore[no-any-return]
+
+
+def managed_lister(api: client.ApiClient) -> Callable[..., Any]:
+    return partial(client.CustomObjectsApi(api).list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
+
+
+class BenchError(Exception):
+    """The run cannot go on (a timeout, an operator that does not start): reported, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    objects: int
+    unrelated: int
+    rotations: int
+    namespaces: int
+    threads: int
+    latency_samples: int
+    idle_seconds: float
+
+
+FULL = Sizes(
+    objects=1000, unrelated=10000, rotations=1000, namespaces=10, threads=8, latency_samples=100, idle_seconds=30
+)
+QUICK = Sizes(objects=200, unrelated=500, rotations=50, namespaces=4, threads=8, latency_samples=20, idle_seconds=10)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure and the baseline it is read against (``baseline`` None: it has none)."""
+
+    step: str
+    name: str
+    value: float
+    unit: str
+    baseline_name: str = ""
+    baseline: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.baseline else None
+
+
+@dataclass
+class Results:
+    sizes: Sizes
+    figures: list[Figure] = field(default_factory=list)
+    writes: dict[str, dict[str, float]] = field(default_factory=dict)  # table -> "verb resource" -> value
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> "409"/"429"/"5xx" -> responses
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sizes": dataclasses.asdict(self.sizes),
+            "seconds": round(self.seconds, 2),
+            "figures": [{**dataclasses.asdict(f), "ratio": f.ratio} for f in self.figures],
+            "writes": self.writes,
+            "errors": self.errors,
+        }
+
+
+# --- output ------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress lines on stderr, stamped with the time since the run began."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _amount(value: float, unit: str) -> str:
+    digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0}.get(unit, 2)
+    return f"{value:,.{digits}f} {unit}"
+
+
+def figure_line(f: Figure) -> str:
+    baseline = _amount(f.baseline, f.unit) if f.baseline is not None else "-"
+    ratio = f"ratio {f.ratio:7.2f}x" if f.ratio is not None else f"ratio {'-':>7} "
+    note = f"  ({f.note})" if f.note else ""
+    return f"{f.name:<46} {_amount(f.value, f.unit):>15}   vs {f.baseline_name or '-':<40} {baseline:>13}   {ratio}{note}"
+
+
+def pct_over(value: float, baseline: float) -> str:
+    return f"{(value / baseline - 1) * 100:+.1f} % over idle"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def tally_note(t: Tally) -> str:
+    errors = ", ".join(f"{code}: {t.errors.get(code, 0)}" for code in ("409", "429", "5xx"))
+    return f"responses {errors}"
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """The steps of the run, in order, against one control plane and one operator."""
+
+    def __init__(self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress, workdir: Path) -> None:
+        self.cluster = cluster
+        self.sizes = sizes
+        self.progress = progress
+        self.workdir = workdir
+        self.results = Results(sizes)
+        self.admin = make_client(cluster.kubeconfig, sizes.threads)
+        self.core = client.CoreV1Api(self.admin)
+        self.custom = client.CustomObjectsApi(self.admin)
+        self.pool = ThreadPoolExecutor(sizes.threads, thread_name_prefix="bench-client")
+        self.audit = AuditLog(cluster.audit_log)
+        self.namespaces = [f"bench-{i}" for i in range(sizes.namespaces)]
+        self.watches: list[FirstSeen] = []
+        self.env: OperatorEnvironment | None = None
+        self.operator: OperatorProcess | None = None
+        self.projected: FirstSeen | None = None
+        self.managed: list[tuple[str, str]] = []  # (namespace, name) of step 3's ManagedSecrets
+        self.rss_idle = 0.0
+        self.create_window = (0, 0)  # audit log marks around step 3's ManagedSecret creates
+        self.raw_writes = Tally()  # the admin client's writes for step 3's raw Secrets
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    @property
+    def operator_user(self) -> str:
+        assert self.env is not None
+        return f"system:serviceaccount:{self.env.namespace}:{SERVICE_ACCOUNT}"
+
+    def record(self, figure: Figure) -> None:
+        self.results.figures.append(figure)
+        print(figure_line(figure), flush=True)
+
+    def heading(self, title: str) -> None:
+        print(f"\n{title}", flush=True)
+        self.progress.log(title)
+
+    def generous(self, count: int) -> float:
+        return max(120.0, count * 0.2)
+
+    def spread(self, prefix: str, count: int) -> list[tuple[str, str]]:
+        """``count`` (namespace, name) pairs, round-robin over the benchmark namespaces."""
+        return [(self.namespaces[i % len(self.namespaces)], f"{prefix}-{i:05d}") for i in range(count)]
+
+    def submit_all(self, call: Callable[[Any], object], items: Iterable[Any]) -> list[Future[object]]:
+        return [self.pool.submit(call, item) for item in items]
+
+    @staticmethod
+    def finish(futures: list[Future[object]]) -> float:
+        """Waits for every call (raising the first error) and returns when the last one was done."""
+        for future in futures:
+            future.result()
+        return time.monotonic()
+
+    def create_secret(self, item: tuple[str, Object]) -> None:
+        send(self.core.create_namespaced_secret, item[0], item[1])
+
+    def create_managed(self, item: tuple[str, Object]) -> None:
+        send(self.custom.create_namespaced_custom_object, API_GROUP, API_VERSION, item[0], PLURAL, item[1])
+
+    def request_rotation(self, item: tuple[str, str]) -> None:
+        body = {"metadata": {"annotations": {ROTATE_ANNOTATION: f"bench-{uuid.uuid4().hex[:12]}"}}}
+        send(self.custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, item[0], PLURAL, item[1], body)
+
+    def watch(self, lister: Callable[[client.ApiClient], Callable[..., Any]], **kwargs: Any) -> FirstSeen:
+        """A FirstSeen on a client of its own (a watch holds its connection), stopped when the run ends."""
+        watcher = FirstSeen(lister(make_client(self.cluster.kubeconfig, 2)), **kwargs)
+        self.watches.append(watcher)
+        return watcher
+
+    def gauges(self) -> Gauges | None:
+        assert self.operator is not None
+        return read_gauges(self.operator.metrics_port)
+
+    def rss(self) -> float:
+        assert self.operator is not None and self.operator.proc is not None
+        return rss_mib(self.operator.proc.pid)
+
+    def start_operator(self, tag: str) -> float:
+        """Starts the operator (a log file per start); returns the monotonic time just before it was spawned."""
+        assert self.env is not None
+        self.operator = OperatorProcess(
+            self.env.kubeconfig,
+            self.env.namespace,
+            self.workdir / f"operator-{tag}.log",
+            env=PRODUCTION_ENV,
+            log_level="INFO",
+        )
+        started = time.monotonic()
+        self.operator.start()
+        self.progress.log(f"operator started (pid {self.operator.proc.pid if self.operator.proc else '?'})")
+        return started
+
+    def settle(self, timeout: float, objects: int | None = None) -> float:
+        """Waits until pending_work == 0 (and objects == ``objects``, if given) in 3 polls 0.5 s apart.
+
+        Returns the monotonic time of the first of those polls.
+        """
+        deadline = time.monotonic() + timeout
+        streak: list[float] = []
+        last: Gauges | None = None
+        next_report = time.monotonic() + 10
+        while True:
+            at = time.monotonic()
+            last = self.gauges()
+            good = last is not None and last.pending == 0 and (objects is None or last.objects == objects)
+            streak = [*streak, at] if good else []
+            if len(streak) == 3:
+                return streak[0]
+            if at > deadline:
+                raise BenchError(f"the operator did not settle within {timeout:.0f}s; last gauges {last}")
+            if at > next_report:
+                self.progress.log(f"settling: {last}")
+                next_report = at + 10
+            time.sleep(POLL)
+
+    def wait_seen(
+        self, watcher: FirstSeen, keys: set[str], what: str, timeout: float, need: int | None = None
+    ) -> float:
+        """Waits until ``need`` (default: all) of ``keys`` were seen; returns when the need-th one was."""
+        need = len(keys) if need is None else need
+        poll = 0.002 if len(keys) == 1 else 0.1
+        deadline = time.monotonic() + timeout
+        next_report = time.monotonic() + 10
+        while (count := watcher.count(keys)) < need:
+            now = time.monotonic()
+            if now > deadline:
+                raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}: {count}/{need} reached")
+            if now > next_report and self.operator is not None:
+                self.progress.log(f"{what}: {count}/{need} (operator {self.gauges()})")
+                next_report = now + 10
+            time.sleep(poll)
+        return sorted(watcher.times(keys))[need - 1]
+
+    def writes_table(self, title: str, tally: Tally, per: int) -> None:
+        """Prints and records ``tally``'s writes by verb and resource, divided by ``per``."""
+        rows = {what: count / per for what, count in tally.writes.most_common()}
+        self.results.writes[title] = rows
+        self.results.errors[title] = dict(tally.errors)
+        print(f"  {title}:")
+        for what, value in rows.items():
+            verb, resource = what.split(" ", 1)
+            print(f"    {verb:<8} {resource:<36} {value:>10.2f}")
+        if not rows:
+            print("    (none)")
+
+    # --- setup ---------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.progress.log("installing the CRD and the admission policy; creating the namespaces")
+        install_crd(self.admin)
+        install_admission_policy(self.admin)
+        for namespace in [*self.namespaces, OTHER_NAMESPACE]:
+            self.core.create_namespace({"metadata": {"name": namespace}})
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = OperatorEnvironment(self.admin, self.workdir)
+        token = kube.token_for(self.admin, self.env.namespace, SERVICE_ACCOUNT, seconds=TOKEN_SECONDS)
+        write_token_kubeconfig(self.admin, token, self.env.kubeconfig)
+
+    def close(self) -> None:
+        for watcher in self.watches:
+            watcher.stop()
+        if self.operator is not None:
+            self.operator.stop()
+        self.pool.shutdown(cancel_futures=True)
+
+    def operator_log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.operator.logs().splitlines()[-lines:]) if self.operator else ""
+
+    # --- the steps -----------------------------------------------------------------------------------------
+
+    def step_rss_idle(self) -> None:
+        self.heading("1. operator memory, idle")
+        self.start_operator("first")
+        deadline = time.monotonic() + 60
+        while self.gauges() is None:
+            if time.monotonic() > deadline:
+                raise BenchError("the operator's metrics did not answer within 60s")
+            time.sleep(0.2)
+        time.sleep(3)
+        self.rss_idle = self.rss()
+        self.record(Figure("1", "operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB"))
+
+    def step_unrelated(self) -> None:
+        n = self.sizes.unrelated
+        self.heading(f"2. {n:,} unrelated Secrets (no labels, 1 KiB each)")
+        few = min(n, max(5, n // 100))
+        names = [*self.spread("u", n - few), *((OTHER_NAMESPACE, f"u-{i:05d}") for i in range(few))]
+        items = [
+            (ns, {"metadata": {"name": name}, "data": {"blob": base64.b64encode(os.urandom(1024)).decode()}})
+            for ns, name in names
+        ]
+        started = time.monotonic()
+        seconds = self.finish(self.submit_all(self.create_secret, items)) - started
+        time.sleep(5)
+        rss = self.rss()
+        self.record(
+            Figure(
+                "2",
+                f"{n:,} unrelated Secrets created",
+                seconds,
+                "s",
+                note=f"{n / seconds:,.0f} Secrets/s: the raw create rate, {self.sizes.threads} threads",
+            )
+        )
+        self.record(
+            Figure(
+                "2",
+                "operator RSS with the unrelated Secrets",
+                rss,
+                "MiB",
+                "operator RSS idle",
+                self.rss_idle,
+                pct_over(rss, self.rss_idle),
+            )
+        )
+
+    def step_creates(self) -> None:
+        n = self.sizes.objects
+        self.heading(f"3. {n:,} ManagedSecrets created -> every Secret projected")
+        self.projected = self.watch(secrets_lister, label_selector=f"{MANAGED_LABEL}=true")
+        self.projected.start()
+        raw = [(ns, {"metadata": {"name": name}, "data": {"v": "eA=="}}) for ns, name in self.spread("raw", n)]
+        start = self.audit.mark()
+        started = time.monotonic()
+        raw_seconds = self.finish(self.submit_all(self.create_secret, raw)) - started
+        raw_tally = self.audit.tally(ADMIN_USER, start, self.audit.mark())
+        self.progress.log(f"{n:,} raw Secrets in {raw_seconds:.2f}s; now the ManagedSecrets")
+
+        self.managed = self.spread("ms", n)
+        keys = {f"{ns}/{name}" for ns, name in self.managed}
+        items = [(ns, managed_secret(name)) for ns, name in self.managed]
+        start = self.audit.mark()
+        started = time.monotonic()
+        futures = self.submit_all(self.create_managed, items)
+        rss_1000 = None
+        if n >= 1000:
+            self.wait_seen(self.projected, keys, "projected Secrets", self.generous(n), need=1000)
+            rss_1000 = self.rss()
+        sent = self.finish(futures) - started
+        projected = self.wait_seen(self.projected, keys, "projected Secrets", self.generous(n)) - started
+        self.progress.log(f"all {n:,} projected after {projected:.1f}s; waiting for pending_work == 0")
+        self.settle(self.generous(n))
+        rss_all = self.rss()
+        self.create_window = (start, self.audit.mark())
+        self.raw_writes = raw_tally
+
+        self.record(Figure("3", f"{n:,} raw Secrets created", raw_seconds, "s", note=f"{n / raw_seconds:,.0f}/s"))
+        self.record(
+            Figure(
+                "3",
+                f"{n:,} ManagedSecrets created -> all projected",
+                projected,
+                "s",
+                f"{n:,} raw Secrets created",
+                raw_seconds,
+                f"{n / projected:,.0f}/s; the creates were sent in {sent:.2f} s",
+            )
+        )
+        if rss_1000 is not None:
+            self.record(
+                Figure(
+                    "3", "operator RSS at 1,000 ManagedSecrets", rss_1000, "MiB", "operator RSS idle",
+                    self.rss_idle, pct_over(rss_1000, self.rss_idle),
+                )
+            )
+        self.record(
+            Figure(
+                "3", f"operator RSS at {n:,} ManagedSecrets, settled", rss_all, "MiB", "operator RSS idle",
+                self.rss_idle, pct_over(rss_all, self.rss_idle),
+            )
+        )
+
+    def step_writes_per_object(self) -> None:
+        n = self.sizes.objects
+        self.heading(f"4. operator writes per ManagedSecret (audit log, step 3 until settled, {n:,} objects)")
+        tally = self.audit.tally(self.operator_user, *self.create_window)
+        self.writes_table("operator writes per ManagedSecret", tally, n)
+        self.record(
+            Figure(
+                "4",
+                "operator writes per ManagedSecret",
+                tally.total_writes / n,
+                "/object",
+                "client writes per raw Secret",
+                self.raw_writes.total_writes / n,
+                f"{tally_note(tally)}; GETs {tally.gets / n:.2f}/object",
+            )
+        )
+
+    def step_latency(self) -> None:
+        s = self.sizes.latency_samples
+        self.heading(f"5. latency create -> projected, {s} sequential creates on the settled operator")
+        assert self.projected is not None
+        managed = [(ns, managed_secret(name)) for ns, name in self.spread("lat-ms", s)]
+        ours = self.sequential(self.projected, managed, self.create_managed)
+        self.settle(self.generous(s))
+        plain = self.watch(secrets_lister, label_selector=f"{LATENCY_LABEL}=true")
+        plain.start()
+        secrets = [
+            (ns, {"metadata": {"name": name, "labels": {LATENCY_LABEL: "true"}}, "data": {"v": "eA=="}})
+            for ns, name in self.spread("lat-raw", s)
+        ]
+        floor = self.sequential(plain, secrets, self.create_secret)
+        plain.stop()
+        self.projected.stop()
+        for p in (50, 99):
+            self.record(
+                Figure(
+                    "5",
+                    f"create ManagedSecret -> projected, p{p}",
+                    percentile(ours, p) * 1000,
+                    "ms",
+                    f"create Secret -> its watch event, p{p}",
+                    percentile(floor, p) * 1000,
+                )
+            )
+
+    def sequential(
+        self, watcher: FirstSeen, items: list[tuple[str, Object]], create: Callable[[tuple[str, Object]], None]
+    ) -> list[float]:
+        """Creates ``items`` one at a time; each one's seconds from sending the create to its watch event."""
+        latencies = []
+        for ns, body in items:
+            key = f"{ns}/{body['metadata']['name']}"
+            sent = time.monotonic()
+            create((ns, body))
+            latencies.append(self.wait_seen(watcher, {key}, f"the watch event of {key}", LATENCY_TIMEOUT) - sent)
+            time.sleep(0.05)
+        return latencies
+
+    def step_idle_writes(self) -> None:
+        seconds = self.sizes.idle_seconds
+        self.heading(f"6. operator writes while idle ({seconds:.0f} s, after pending_work == 0)")
+        self.settle(self.generous(self.sizes.latency_samples))
+        start = self.audit.mark()
+        time.sleep(seconds)
+        tally = self.audit.tally(self.operator_user, start, self.audit.mark())
+        self.writes_table("operator writes while idle (total)", tally, 1)
+        self.record(
+            Figure("6", f"operator writes in {seconds:.0f} s idle", tally.total_writes, "writes", "expected", 0,
+                   tally_note(tally))
+        )
+
+    def step_cold_start(self) -> None:
+        self.heading("7. cold start: operator restarted -> steady")
+        assert self.operator is not None
+        self.operator.stop()
+        listed = time.monotonic()
+        total = len(list_all(managed_lister(self.admin))[0])
+        secrets = len(list_all(secrets_lister(self.admin))[0])
+        listed = time.monotonic() - listed
+        start = self.audit.mark()
+        started = self.start_operator("restart")
+        steady_at = self.settle(self.generous(total), objects=total)
+        rss = self.rss()
+        time.sleep(max(0.0, steady_at + 5 - time.monotonic()))
+        tally = self.audit.tally(self.operator_user, start, self.audit.mark())
+        self.writes_table("operator writes during cold start (total, until steady + 5 s)", tally, 1)
+        self.record(
+            Figure(
+                "7",
+                f"cold start -> steady ({total:,} ManagedSecrets)",
+                steady_at - started,
+                "s",
+                f"list {total:,} ManagedSecrets + {secrets:,} Secrets",
+                listed,
+                "steady: objects gauge == total and pending_work == 0 in 3 polls",
+            )
+        )
+        self.record(
+            Figure("7", "operator writes during cold start", tally.total_writes, "writes", "expected", 0,
+                   tally_note(tally))
+        )
+        self.record(
+            Figure("7", "operator RSS after cold start, steady", rss, "MiB", "operator RSS idle", self.rss_idle,
+                   pct_over(rss, self.rss_idle))
+        )
+
+    def step_rotations(self) -> None:
+        r = self.sizes.rotations
+        self.heading(f"8. {r:,} rotations requested (annotation, as kubectl msecret rotate) -> new currentVersion")
+        targets = self.managed[:r]
+        keys = {f"{ns}/{name}" for ns, name in targets}
+        items, version = list_all(managed_lister(self.admin))
+        before = {key_of(o): (o.get("status") or {}).get("currentVersion") for o in items}
+        if not all(before.get(k) for k in keys):
+            raise BenchError("some ManagedSecrets to rotate have no status.currentVersion")
+
+        def rotated(obj: Object) -> bool:
+            current = (obj.get("status") or {}).get("currentVersion")
+            return bool(current) and current != before.get(key_of(obj))
+
+        watcher = self.watch(managed_lister, match=rotated)
+        watcher.start(resource_version=version)
+        start = self.audit.mark()
+        started = time.monotonic()
+        sent = self.finish(self.submit_all(self.request_rotation, targets)) - started
+        done = self.wait_seen(watcher, keys, "rotated ManagedSecrets", self.generous(r)) - started
+        watcher.stop()
+        time.sleep(2)
+        end = self.audit.mark()
+        tally = self.audit.tally(self.operator_user, start, end)
+        client_writes = self.audit.tally(ADMIN_USER, start, end).total_writes
+        self.writes_table("operator writes per rotation", tally, r)
+        self.record(
+            Figure("8", f"{r:,} rotations requested -> all rotated", done, "s", f"send the {r:,} rotate patches",
+                   sent, f"{r / done:,.1f} rotations/s")
+        )
+        self.record(
+            Figure("8", "operator writes per rotation", tally.total_writes / r, "/rotation",
+                   "client writes per rotation", client_writes / r, f"{tally_note(tally)}; GETs {tally.gets / r:.2f}/rotation")
+        )
+
+    def run(self) -> None:
+        self.setup()
+        steps = (
+            self.step_rss_idle,
+            self.step_unrelated,
+            self.step_creates,
+            self.step_writes_per_object,
+            self.step_latency,
+            self.step_idle_writes,
+            self.step_cold_start,
+            self.step_rotations,
+        )
+        for step in steps:
+            step()
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (small sizes, 10 s idle window)")
+    parser.add_argument("--objects", type=int, help=f"ManagedSecrets ({FULL.objects}; quick {QUICK.objects})")
+    parser.add_argument(
+        "--unrelated", type=int, help=f"unrelated Secrets ({FULL.unrelated}; quick {QUICK.unrelated})"
+    )
+    parser.add_argument("--rotations", type=int, help=f"rotations (= --objects; quick {QUICK.rotations})")
+    parser.add_argument(
+        "--namespaces", type=int, help=f"namespaces to spread over ({FULL.namespaces}; quick {QUICK.namespaces})"
+    )
+    parser.add_argument("--threads", type=int, help=f"client threads ({FULL.threads})")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="leave the control plane (and its logs) running")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    given = {
+        name: getattr(args, name)
+        for name in ("objects", "unrelated", "namespaces", "threads")
+        if getattr(args, name) is not None
+    }
+    sizes = dataclasses.replace(base, **given)
+    rotations = args.rotations if args.rotations is not None else (QUICK.rotations if args.quick else sizes.objects)
+    sizes = dataclasses.replace(sizes, rotations=min(rotations, sizes.objects))
+    if min(sizes.objects, sizes.namespaces, sizes.threads, sizes.rotations) < 1 or sizes.unrelated < 0:
+        parser.error("--objects, --rotations, --namespaces and --threads must be at least 1")
+    return sizes, args
+
+
+def print_summary(results: Results) -> None:
+    print(f"\nsummary (ratio = figure / baseline; whole run {results.seconds:.0f} s)")
+    print(f"{'figure':<46} {'value':>15}   vs {'baseline':<40} {'value':>13}")
+    for figure in results.figures:
+        print(figure_line(figure))
+
+
+def run(state: Path, sizes: Sizes, progress: Progress) -> Results:
+    try:
+        cluster = local_cluster.up_with_retries(state)
+    except RuntimeError as e:
+        raise BenchError(f"the control plane did not start: {e}") from e
+    progress.log(f"control plane up in {state}")
+    bench = Bench(cluster, sizes, progress, state / "bench")
+    try:
+        bench.run()
+    except Exception:
+        tail = bench.operator_log_tail()
+        if tail:
+            print(f"last lines of the operator log:\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        bench.close()
+    return bench.results
+
+
+def main(argv: list[str] | None = None) -> int:
+    sizes, args = parse_args(argv)
+    progress = Progress()
+    state = Path(tempfile.gettempdir()) / f"mso-bench-cluster-{os.getpid()}"
+    print(
+        f"managed-secrets-operator cluster benchmark: {sizes.objects:,} ManagedSecrets, {sizes.unrelated:,} "
+        f"unrelated Secrets, {sizes.rotations:,} rotations, {sizes.namespaces} namespaces, {sizes.threads} "
+        f"client threads{' (quick)' if args.quick else ''}",
+        flush=True,
+    )
+    try:
+        results = run(state, sizes, progress)
+    except (BenchError, AssertionError) as e:  # AssertionError: the test helpers' timeouts
+        print(f"bench-cluster: the run could not finish: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            progress.log(
+                f"kept the control plane (the operator is stopped): KUBECONFIG={state / 'admin.kubeconfig'}; "
+                f"logs in {state / 'logs'} and {state / 'bench'}; stop it with: "
+                f"python hack/cluster.py down --dir {state}"
+            )
+        else:
+            local_cluster.down(state)
+    results.seconds = progress.elapsed()
+    print_summary(results)
+    if args.json:
+        args.json.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+        progress.log(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

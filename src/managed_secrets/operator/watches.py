@@ -1,0 +1,153 @@
+"""The operator's Secret watches, each filtered by the API server:
+
+- projected Secrets (label ``managedsecrets.io/managed=true``): an edit or a deletion is reverted;
+- value sources (label ``managedsecrets.io/source=true``, set by the user on a ``valueFrom`` Secret): a change
+  makes a new version at once;
+- the store records (label ``managedsecrets.io/store=true``, operator namespace): only their revisions, so a
+  restart can resume an object from its status without reading its record;
+- the keyring Secret (by name, operator namespace): a ``rotate-kek`` request.
+
+Together they are the ``Revisions`` the service resumes objects from. No other Secret reaches the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kubernetes import client
+
+from managed_secrets.cluster.watch import SecretChange, SecretWatch
+from managed_secrets.errors import safe_message
+from managed_secrets.names import MANAGED_LABEL, OWNER_ANNOTATION, SOURCE_LABEL, STORE_LABEL
+from managed_secrets.operator.config import OperatorConfig
+from managed_secrets.service import ManagedSecretService
+from managed_secrets.service.keys import KeyManager
+from managed_secrets.store import RecordKey
+from managed_secrets.store.kubernetes import store_secret_name
+
+__all__ = ["SecretWatches"]
+
+log = logging.getLogger(__name__)
+
+
+class SecretWatches:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        cfg: OperatorConfig,
+        service: ManagedSecretService,
+        keys: KeyManager | None,
+    ) -> None:
+        self._service = service
+        self._keys = keys
+        self._namespace = cfg.namespace
+        scopes: tuple[str | None, ...] = cfg.watch_namespaces or (None,)
+        timeout = cfg.watch_timeout_seconds
+
+        def where(ns: str | None) -> str:
+            return f" in {ns}" if ns else ""
+
+        self._store = SecretWatch(
+            api, "store", namespace=cfg.namespace, label_selector=f"{STORE_LABEL}=true", timeout_seconds=timeout
+        )
+        self._projected = [
+            SecretWatch(
+                api,
+                "projected" + where(ns),
+                namespace=ns,
+                label_selector=f"{MANAGED_LABEL}=true",
+                on_change=self._projected_changed,
+                timeout_seconds=timeout,
+            )
+            for ns in scopes
+        ]
+        self._sources = [
+            SecretWatch(
+                api,
+                "sources" + where(ns),
+                namespace=ns,
+                label_selector=f"{SOURCE_LABEL}=true",
+                on_change=self._source_changed,
+                timeout_seconds=timeout,
+            )
+            for ns in scopes
+        ]
+        self._all = [self._store, *self._projected, *self._sources]
+        if keys is not None:
+            self._all.append(
+                SecretWatch(
+                    api,
+                    "keyring",
+                    namespace=cfg.namespace,
+                    field_selector=f"metadata.name={cfg.keyring_secret}",
+                    on_change=self._keyring_changed,
+                    timeout_seconds=timeout,
+                    report_listed=True,  # a request made while the operator was down
+                )
+            )
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def start(self, wait_seconds: float) -> None:
+        """Starts every watch and waits (at most ``wait_seconds``) for their first listings."""
+        for watch in self._all:
+            watch.start()
+        deadline = time.monotonic() + wait_seconds
+        for watch in self._all:
+            if not watch.synced.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("watch %s has not listed yet; objects are resumed with a full reconcile", watch.name)
+                return
+        log.info(
+            "Secret watches listed %d projected Secrets, %d value sources, %d store records",
+            sum(len(w) for w in self._projected),
+            sum(len(w) for w in self._sources),
+            len(self._store),
+        )
+
+    def stop(self) -> None:
+        for watch in self._all:
+            watch.stop()
+
+    # --- Revisions -----------------------------------------------------------------------------------------
+
+    def synced(self) -> bool:
+        return all(w.synced.is_set() for w in self._all)
+
+    def store(self, key: RecordKey) -> str | None:
+        return self._store.revision(self._namespace, store_secret_name(key))
+
+    def projected(self, namespace: str, name: str) -> str | None:
+        return _first(self._projected, namespace, name)
+
+    def source(self, namespace: str, name: str) -> str | None:
+        return _first(self._sources, namespace, name)
+
+    # --- changes -------------------------------------------------------------------------------------------
+
+    def _projected_changed(self, change: SecretChange) -> None:
+        owner = change.annotations.get(OWNER_ANNOTATION)
+        if change.resource_version is None and owner is None:
+            # A deletion event carries the last state; without its annotation the owner is the name's.
+            owner = f"{change.namespace}/{change.name}"
+        self._service.secret_changed(change.namespace, change.name, change.resource_version, owner)
+
+    def _source_changed(self, change: SecretChange) -> None:
+        self._service.secret_changed(change.namespace, change.name, change.resource_version, None)
+
+    def _keyring_changed(self, change: SecretChange) -> None:
+        if self._keys is None or change.resource_version is None:
+            return
+        try:
+            self._keys.handle_request(dict(change.annotations))
+        except Exception as e:
+            log.warning("key-encryption key rotation failed: %s", safe_message(e))
+
+
+def _first(watches: list[SecretWatch], namespace: str, name: str) -> str | None:
+    for watch in watches:
+        found = watch.revision(namespace, name)
+        if found is not None:
+            return found
+    return None
