@@ -62,6 +62,10 @@ cluster-down: install  ## stop the local control plane
 bench: install  ## benchmarks with figures and ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
 
+.PHONY: bench-cluster
+bench-cluster: install  ## the operator on its own local control plane: figures beside same-run baselines (ARGS=--quick)
+	$(BIN)/python -m bench.cluster $(ARGS)
+
 image:  ## build the operator image with buildah from a local Debian base (no Docker; root on Debian 12)
 	bash hack/build-image.sh
 

@@ -16,7 +16,7 @@ beside the watch-event floor; 6 writes while idle; 7 cold start, beside listing 
 beside sending the requests. Ratios are figure / baseline: how many times the baseline it costs.
 
 Figures go to stdout, progress (with elapsed time) to stderr. Nothing is asserted: the exit status is 1 only
-when the run cannot finish (the control plane or operator does not start, or objects are not projected,
+when the run cannot finish (the control plane or the operator does not start, or objects are not projected,
 rotated or settled within a generous timeout).
 """
 
@@ -41,8 +41,19 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.probes import AuditLog, FirstSeen, Gauges, Object, Tally, key_of, list_all, make_client, read_gauges
-from bench.probes import rss_mib, send
+from bench.probes import (
+    AuditLog,
+    FirstSeen,
+    Gauges,
+    Object,
+    Tally,
+    key_of,
+    list_all,
+    make_client,
+    read_gauges,
+    rss_mib,
+    send,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 for _extra in (ROOT / "hack", ROOT / "tests"):
@@ -50,6 +61,7 @@ for _extra in (ROOT / "hack", ROOT / "tests"):
         sys.path.insert(0, str(_extra))
 
 import cluster as local_cluster  # noqa: E402  (hack/cluster.py, on the path just above)
+from managed_secrets.names import API_GROUP, API_VERSION, MANAGED_LABEL, PLURAL, ROTATE_ANNOTATION  # noqa: E402
 from support import kube  # noqa: E402  (tests/support, as the integration tests use it)
 from support.operator import (  # noqa: E402
     OperatorEnvironment,
@@ -60,34 +72,24 @@ from support.operator import (  # noqa: E402
     write_token_kubeconfig,
 )
 
-from managed_secrets.names import API_GROUP, API_VERSION, MANAGED_LABEL, PLURAL, ROTATE_ANNOTATION  # noqa: E402
-
 SERVICE_ACCOUNT = "managed-secrets-operator"
 ADMIN_USER = "admin"  # the common name of hack/cluster.py's admin certificate
-OTHER_NAMESPACE = "bench-unrelated"  # holds a few unrelated Secrets and no ManagedSecret
+OTHER_NAMESPACE = "bench-unrelated"  # a few unrelated Secrets and no ManagedSecret
 LATENCY_LABEL = "bench/latency"
-# The operator's own defaults; the test harness would otherwise give it short test intervals.
+# The operator's own defaults: the test helper would otherwise start it with short test intervals.
 PRODUCTION_ENV = {
     "MSO_WATCH_TIMEOUT_SECONDS": "300",
     "MSO_PURGE_INTERVAL_SECONDS": "3600",
     "MSO_ROTATION_BACKOFF_SECONDS": "30",
     "MSO_MIN_ROTATION_INTERVAL_SECONDS": "60",
 }
-TOKEN_SECONDS = 24 * 3600  # a long run must not outlive the operator's token
+TOKEN_SECONDS = 24 * 3600  # a long run must not outlive the operator's ServiceAccount token
 LATENCY_TIMEOUT = 60.0
 POLL = 0.5
 
 
-def secrets_lister(api: client.ApiClient) -> Callable[..., Any]:
-    return client.CoreV1Api(api).list_secret_for_all_namespaces  # type: ignore[no-any-return]
-
-
-def managed_lister(api: client.ApiClient) -> Callable[..., Any]:
-    return partial(client.CustomObjectsApi(api).list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
-
-
 class BenchError(Exception):
-    """The run cannot go on (a timeout, an operator that does not start): reported, exit status 1."""
+    """The run cannot go on (a timeout, an operator that does not answer): reported, exit status 1."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ class Sizes:
 FULL = Sizes(
     objects=1000, unrelated=10000, rotations=1000, namespaces=10, threads=8, latency_samples=100, idle_seconds=30
 )
-QUICK = Sizes(objects=200, unrelated=500, rotations=50, namespaces=4, threads=8, latency_samples=20, idle_seconds=10)
+QUICK = Sizes(
+    objects=200, unrelated=500, rotations=50, namespaces=4, threads=8, latency_samples=20, idle_seconds=10
+)
 
 
 @dataclass(frozen=True)
@@ -158,20 +162,21 @@ class Progress:
         print(f"[{self.elapsed():7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def _amount(value: float, unit: str) -> str:
+def amount(value: float, unit: str) -> str:
     digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0}.get(unit, 2)
     return f"{value:,.{digits}f} {unit}"
 
 
 def figure_line(f: Figure) -> str:
-    baseline = _amount(f.baseline, f.unit) if f.baseline is not None else "-"
+    baseline = amount(f.baseline, f.unit) if f.baseline is not None else "-"
     ratio = f"ratio {f.ratio:7.2f}x" if f.ratio is not None else f"ratio {'-':>7} "
     note = f"  ({f.note})" if f.note else ""
-    return f"{f.name:<46} {_amount(f.value, f.unit):>15}   vs {f.baseline_name or '-':<40} {baseline:>13}   {ratio}{note}"
+    value = amount(f.value, f.unit)
+    return f"{f.name:<46} {value:>15}   vs {f.baseline_name or '-':<40} {baseline:>13}   {ratio}{note}"
 
 
-def pct_over(value: float, baseline: float) -> str:
-    return f"{(value / baseline - 1) * 100:+.1f} % over idle"
+def over_idle(value: float, idle: float) -> str:
+    return f"{(value / idle - 1) * 100:+.1f} % over idle"
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -180,9 +185,20 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def tally_note(t: Tally) -> str:
-    errors = ", ".join(f"{code}: {t.errors.get(code, 0)}" for code in ("409", "429", "5xx"))
-    return f"responses {errors}"
+def responses(t: Tally) -> str:
+    return "responses " + ", ".join(f"{code}: {t.errors.get(code, 0)}" for code in ("409", "429", "5xx"))
+
+
+def secrets_lister(api: client.ApiClient) -> Callable[..., Any]:
+    return client.CoreV1Api(api).list_secret_for_all_namespaces
+
+
+def managed_lister(api: client.ApiClient) -> Callable[..., Any]:
+    return partial(client.CustomObjectsApi(api).list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
+
+
+def plain_secret(name: str, data: str = "eA==", labels: dict[str, str] | None = None) -> Object:
+    return {"metadata": {"name": name, "labels": labels or {}}, "data": {"v": data}}
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -191,11 +207,11 @@ def tally_note(t: Tally) -> str:
 class Bench:
     """The steps of the run, in order, against one control plane and one operator."""
 
-    def __init__(self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress, workdir: Path) -> None:
+    def __init__(self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress) -> None:
         self.cluster = cluster
         self.sizes = sizes
         self.progress = progress
-        self.workdir = workdir
+        self.workdir = cluster.state_dir / "bench"
         self.results = Results(sizes)
         self.admin = make_client(cluster.kubeconfig, sizes.threads)
         self.core = client.CoreV1Api(self.admin)
@@ -206,9 +222,10 @@ class Bench:
         self.watches: list[FirstSeen] = []
         self.env: OperatorEnvironment | None = None
         self.operator: OperatorProcess | None = None
-        self.projected: FirstSeen | None = None
-        self.managed: list[tuple[str, str]] = []  # (namespace, name) of step 3's ManagedSecrets
+        self.step = ""
         self.rss_idle = 0.0
+        self.managed: list[tuple[str, str]] = []  # (namespace, name) of step 3's ManagedSecrets
+        self.projected: FirstSeen | None = None  # projected Secrets, watched from step 3 on
         self.create_window = (0, 0)  # audit log marks around step 3's ManagedSecret creates
         self.raw_writes = Tally()  # the admin client's writes for step 3's raw Secrets
 
@@ -219,15 +236,37 @@ class Bench:
         assert self.env is not None
         return f"system:serviceaccount:{self.env.namespace}:{SERVICE_ACCOUNT}"
 
-    def record(self, figure: Figure) -> None:
+    def heading(self, step: str, title: str) -> None:
+        self.step = step
+        print(f"\n{step}. {title}", flush=True)
+        self.progress.log(f"step {step}: {title}")
+
+    def record(
+        self, name: str, value: float, unit: str, *, vs: tuple[str, float] | None = None, note: str = ""
+    ) -> None:
+        """Prints and keeps one figure; ``vs`` is its baseline (a name and a value in the same unit)."""
+        baseline_name, baseline = vs if vs is not None else ("", None)
+        figure = Figure(self.step, name, value, unit, baseline_name, baseline, note)
         self.results.figures.append(figure)
         print(figure_line(figure), flush=True)
 
-    def heading(self, title: str) -> None:
-        print(f"\n{title}", flush=True)
-        self.progress.log(title)
+    def record_rss(self, name: str, rss: float) -> None:
+        self.record(name, rss, "MiB", vs=("operator RSS idle", self.rss_idle), note=over_idle(rss, self.rss_idle))
 
-    def generous(self, count: int) -> float:
+    def writes_table(self, title: str, tally: Tally, per: int) -> None:
+        """Prints and records ``tally``'s writes by verb and resource, divided by ``per``."""
+        rows = {what: count / per for what, count in tally.writes.most_common()}
+        self.results.writes[title] = rows
+        self.results.errors[title] = dict(tally.errors)
+        print(f"  {title}:")
+        for what, value in rows.items():
+            verb, resource = what.split(" ", 1)
+            print(f"    {verb:<8} {resource:<36} {value:>10.2f}")
+        if not rows:
+            print("    (none)")
+
+    @staticmethod
+    def generous(count: int) -> float:
         return max(120.0, count * 0.2)
 
     def spread(self, prefix: str, count: int) -> list[tuple[str, str]]:
@@ -244,6 +283,11 @@ class Bench:
             future.result()
         return time.monotonic()
 
+    def parallel(self, call: Callable[[Any], object], items: Iterable[Any]) -> float:
+        """Seconds the pool takes to make ``call`` for every item."""
+        started = time.monotonic()
+        return self.finish(self.submit_all(call, items)) - started
+
     def create_secret(self, item: tuple[str, Object]) -> None:
         send(self.core.create_namespaced_secret, item[0], item[1])
 
@@ -251,6 +295,7 @@ class Bench:
         send(self.custom.create_namespaced_custom_object, API_GROUP, API_VERSION, item[0], PLURAL, item[1])
 
     def request_rotation(self, item: tuple[str, str]) -> None:
+        """What ``kubectl msecret rotate`` does: a fresh request id in the rotate annotation."""
         body = {"metadata": {"annotations": {ROTATE_ANNOTATION: f"bench-{uuid.uuid4().hex[:12]}"}}}
         send(self.custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, item[0], PLURAL, item[1], body)
 
@@ -280,7 +325,7 @@ class Bench:
         )
         started = time.monotonic()
         self.operator.start()
-        self.progress.log(f"operator started (pid {self.operator.proc.pid if self.operator.proc else '?'})")
+        self.progress.log(f"operator started in {time.monotonic() - started:.1f}s")
         return started
 
     def settle(self, timeout: float, objects: int | None = None) -> float:
@@ -289,20 +334,19 @@ class Bench:
         Returns the monotonic time of the first of those polls.
         """
         deadline = time.monotonic() + timeout
-        streak: list[float] = []
-        last: Gauges | None = None
         next_report = time.monotonic() + 10
+        streak: list[float] = []
         while True:
             at = time.monotonic()
-            last = self.gauges()
-            good = last is not None and last.pending == 0 and (objects is None or last.objects == objects)
+            gauges = self.gauges()
+            good = gauges is not None and gauges.pending == 0 and objects in (None, gauges.objects)
             streak = [*streak, at] if good else []
             if len(streak) == 3:
                 return streak[0]
             if at > deadline:
-                raise BenchError(f"the operator did not settle within {timeout:.0f}s; last gauges {last}")
+                raise BenchError(f"the operator did not settle within {timeout:.0f}s; last gauges {gauges}")
             if at > next_report:
-                self.progress.log(f"settling: {last}")
+                self.progress.log(f"settling: {gauges}")
                 next_report = at + 10
             time.sleep(POLL)
 
@@ -318,32 +362,33 @@ class Bench:
             now = time.monotonic()
             if now > deadline:
                 raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}: {count}/{need} reached")
-            if now > next_report and self.operator is not None:
+            if now > next_report:
                 self.progress.log(f"{what}: {count}/{need} (operator {self.gauges()})")
                 next_report = now + 10
             time.sleep(poll)
         return sorted(watcher.times(keys))[need - 1]
 
-    def writes_table(self, title: str, tally: Tally, per: int) -> None:
-        """Prints and records ``tally``'s writes by verb and resource, divided by ``per``."""
-        rows = {what: count / per for what, count in tally.writes.most_common()}
-        self.results.writes[title] = rows
-        self.results.errors[title] = dict(tally.errors)
-        print(f"  {title}:")
-        for what, value in rows.items():
-            verb, resource = what.split(" ", 1)
-            print(f"    {verb:<8} {resource:<36} {value:>10.2f}")
-        if not rows:
-            print("    (none)")
+    def sequential(
+        self, watcher: FirstSeen, items: list[tuple[str, Object]], create: Callable[[tuple[str, Object]], None]
+    ) -> list[float]:
+        """Creates ``items`` one at a time; for each, seconds from sending the create to its watch event."""
+        latencies = []
+        for ns, body in items:
+            key = f"{ns}/{body['metadata']['name']}"
+            sent = time.monotonic()
+            create((ns, body))
+            latencies.append(self.wait_seen(watcher, {key}, f"the watch event of {key}", LATENCY_TIMEOUT) - sent)
+            time.sleep(0.05)
+        return latencies
 
-    # --- setup ---------------------------------------------------------------------------------------------
+    # --- setup and teardown --------------------------------------------------------------------------------
 
     def setup(self) -> None:
         self.progress.log("installing the CRD and the admission policy; creating the namespaces")
         install_crd(self.admin)
         install_admission_policy(self.admin)
         for namespace in [*self.namespaces, OTHER_NAMESPACE]:
-            self.core.create_namespace({"metadata": {"name": namespace}})
+            self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = OperatorEnvironment(self.admin, self.workdir)
         token = kube.token_for(self.admin, self.env.namespace, SERVICE_ACCOUNT, seconds=TOKEN_SECONDS)
@@ -362,7 +407,7 @@ class Bench:
     # --- the steps -----------------------------------------------------------------------------------------
 
     def step_rss_idle(self) -> None:
-        self.heading("1. operator memory, idle")
+        self.heading("1", "operator memory, idle")
         self.start_operator("first")
         deadline = time.monotonic() + 60
         while self.gauges() is None:
@@ -371,53 +416,30 @@ class Bench:
             time.sleep(0.2)
         time.sleep(3)
         self.rss_idle = self.rss()
-        self.record(Figure("1", "operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB"))
+        self.record("operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB")
 
     def step_unrelated(self) -> None:
         n = self.sizes.unrelated
-        self.heading(f"2. {n:,} unrelated Secrets (no labels, 1 KiB each)")
+        self.heading("2", f"{n:,} unrelated Secrets (no labels, 1 KiB of random data each)")
         few = min(n, max(5, n // 100))
         names = [*self.spread("u", n - few), *((OTHER_NAMESPACE, f"u-{i:05d}") for i in range(few))]
-        items = [
-            (ns, {"metadata": {"name": name}, "data": {"blob": base64.b64encode(os.urandom(1024)).decode()}})
-            for ns, name in names
-        ]
-        started = time.monotonic()
-        seconds = self.finish(self.submit_all(self.create_secret, items)) - started
+        items = [(ns, plain_secret(name, base64.b64encode(os.urandom(1024)).decode())) for ns, name in names]
+        seconds = self.parallel(self.create_secret, items)
+        rate = f"{n / seconds:,.0f} Secrets/s with {self.sizes.threads} threads: the raw create rate"
+        self.record(f"{n:,} unrelated Secrets created", seconds, "s", note=rate)
         time.sleep(5)
-        rss = self.rss()
-        self.record(
-            Figure(
-                "2",
-                f"{n:,} unrelated Secrets created",
-                seconds,
-                "s",
-                note=f"{n / seconds:,.0f} Secrets/s: the raw create rate, {self.sizes.threads} threads",
-            )
-        )
-        self.record(
-            Figure(
-                "2",
-                "operator RSS with the unrelated Secrets",
-                rss,
-                "MiB",
-                "operator RSS idle",
-                self.rss_idle,
-                pct_over(rss, self.rss_idle),
-            )
-        )
+        self.record_rss("operator RSS with the unrelated Secrets", self.rss())
 
     def step_creates(self) -> None:
         n = self.sizes.objects
-        self.heading(f"3. {n:,} ManagedSecrets created -> every Secret projected")
+        self.heading("3", f"{n:,} ManagedSecrets created -> every Secret projected")
         self.projected = self.watch(secrets_lister, label_selector=f"{MANAGED_LABEL}=true")
         self.projected.start()
-        raw = [(ns, {"metadata": {"name": name}, "data": {"v": "eA=="}}) for ns, name in self.spread("raw", n)]
+        raw = [(ns, plain_secret(name)) for ns, name in self.spread("raw", n)]
         start = self.audit.mark()
-        started = time.monotonic()
-        raw_seconds = self.finish(self.submit_all(self.create_secret, raw)) - started
-        raw_tally = self.audit.tally(ADMIN_USER, start, self.audit.mark())
-        self.progress.log(f"{n:,} raw Secrets in {raw_seconds:.2f}s; now the ManagedSecrets")
+        raw_seconds = self.parallel(self.create_secret, raw)
+        self.raw_writes = self.audit.tally(ADMIN_USER, start, self.audit.mark())
+        self.record(f"{n:,} raw Secrets created", raw_seconds, "s", note=f"{n / raw_seconds:,.0f}/s")
 
         self.managed = self.spread("ms", n)
         keys = {f"{ns}/{name}" for ns, name in self.managed}
@@ -435,107 +457,64 @@ class Bench:
         self.settle(self.generous(n))
         rss_all = self.rss()
         self.create_window = (start, self.audit.mark())
-        self.raw_writes = raw_tally
-
-        self.record(Figure("3", f"{n:,} raw Secrets created", raw_seconds, "s", note=f"{n / raw_seconds:,.0f}/s"))
         self.record(
-            Figure(
-                "3",
-                f"{n:,} ManagedSecrets created -> all projected",
-                projected,
-                "s",
-                f"{n:,} raw Secrets created",
-                raw_seconds,
-                f"{n / projected:,.0f}/s; the creates were sent in {sent:.2f} s",
-            )
+            f"{n:,} ManagedSecrets created -> all projected",
+            projected,
+            "s",
+            vs=(f"{n:,} raw Secrets created", raw_seconds),
+            note=f"{n / projected:,.0f}/s; the creates were sent in {sent:.2f} s",
         )
         if rss_1000 is not None:
-            self.record(
-                Figure(
-                    "3", "operator RSS at 1,000 ManagedSecrets", rss_1000, "MiB", "operator RSS idle",
-                    self.rss_idle, pct_over(rss_1000, self.rss_idle),
-                )
-            )
-        self.record(
-            Figure(
-                "3", f"operator RSS at {n:,} ManagedSecrets, settled", rss_all, "MiB", "operator RSS idle",
-                self.rss_idle, pct_over(rss_all, self.rss_idle),
-            )
-        )
+            self.record_rss("operator RSS at 1,000 ManagedSecrets", rss_1000)
+        self.record_rss(f"operator RSS at {n:,} ManagedSecrets, settled", rss_all)
 
     def step_writes_per_object(self) -> None:
         n = self.sizes.objects
-        self.heading(f"4. operator writes per ManagedSecret (audit log, step 3 until settled, {n:,} objects)")
+        self.heading("4", f"operator writes per ManagedSecret (audit log of step 3, until settled; {n:,} objects)")
         tally = self.audit.tally(self.operator_user, *self.create_window)
         self.writes_table("operator writes per ManagedSecret", tally, n)
         self.record(
-            Figure(
-                "4",
-                "operator writes per ManagedSecret",
-                tally.total_writes / n,
-                "/object",
-                "client writes per raw Secret",
-                self.raw_writes.total_writes / n,
-                f"{tally_note(tally)}; GETs {tally.gets / n:.2f}/object",
-            )
+            "operator writes per ManagedSecret",
+            tally.total_writes / n,
+            "/object",
+            vs=("client writes per raw Secret", self.raw_writes.total_writes / n),
+            note=f"{responses(tally)}; GETs {tally.gets / n:.2f}/object",
         )
 
     def step_latency(self) -> None:
         s = self.sizes.latency_samples
-        self.heading(f"5. latency create -> projected, {s} sequential creates on the settled operator")
+        self.heading("5", f"latency create -> projected: {s} creates one at a time, on the settled operator")
         assert self.projected is not None
         managed = [(ns, managed_secret(name)) for ns, name in self.spread("lat-ms", s)]
         ours = self.sequential(self.projected, managed, self.create_managed)
         self.settle(self.generous(s))
         plain = self.watch(secrets_lister, label_selector=f"{LATENCY_LABEL}=true")
         plain.start()
-        secrets = [
-            (ns, {"metadata": {"name": name, "labels": {LATENCY_LABEL: "true"}}, "data": {"v": "eA=="}})
-            for ns, name in self.spread("lat-raw", s)
-        ]
+        labels = {LATENCY_LABEL: "true"}
+        secrets = [(ns, plain_secret(name, labels=labels)) for ns, name in self.spread("lat-raw", s)]
         floor = self.sequential(plain, secrets, self.create_secret)
         plain.stop()
         self.projected.stop()
         for p in (50, 99):
             self.record(
-                Figure(
-                    "5",
-                    f"create ManagedSecret -> projected, p{p}",
-                    percentile(ours, p) * 1000,
-                    "ms",
-                    f"create Secret -> its watch event, p{p}",
-                    percentile(floor, p) * 1000,
-                )
+                f"create ManagedSecret -> projected, p{p}",
+                percentile(ours, p) * 1000,
+                "ms",
+                vs=(f"create Secret -> its watch event, p{p}", percentile(floor, p) * 1000),
             )
-
-    def sequential(
-        self, watcher: FirstSeen, items: list[tuple[str, Object]], create: Callable[[tuple[str, Object]], None]
-    ) -> list[float]:
-        """Creates ``items`` one at a time; each one's seconds from sending the create to its watch event."""
-        latencies = []
-        for ns, body in items:
-            key = f"{ns}/{body['metadata']['name']}"
-            sent = time.monotonic()
-            create((ns, body))
-            latencies.append(self.wait_seen(watcher, {key}, f"the watch event of {key}", LATENCY_TIMEOUT) - sent)
-            time.sleep(0.05)
-        return latencies
 
     def step_idle_writes(self) -> None:
         seconds = self.sizes.idle_seconds
-        self.heading(f"6. operator writes while idle ({seconds:.0f} s, after pending_work == 0)")
+        self.heading("6", f"operator writes while idle ({seconds:.0f} s after pending_work == 0)")
         self.settle(self.generous(self.sizes.latency_samples))
         start = self.audit.mark()
         time.sleep(seconds)
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
         self.writes_table("operator writes while idle (total)", tally, 1)
-        self.record(
-            Figure("6", f"operator writes in {seconds:.0f} s idle", tally.total_writes, "writes", "expected", 0,
-                   tally_note(tally))
-        )
+        self.record(f"operator writes in {seconds:.0f} s idle", tally.total_writes, "writes", vs=("expected", 0))
 
     def step_cold_start(self) -> None:
-        self.heading("7. cold start: operator restarted -> steady")
+        self.heading("7", "cold start: the operator restarted -> steady")
         assert self.operator is not None
         self.operator.stop()
         listed = time.monotonic()
@@ -544,34 +523,30 @@ class Bench:
         listed = time.monotonic() - listed
         start = self.audit.mark()
         started = self.start_operator("restart")
-        steady_at = self.settle(self.generous(total), objects=total)
+        steady = self.settle(self.generous(total), objects=total)
         rss = self.rss()
-        time.sleep(max(0.0, steady_at + 5 - time.monotonic()))
+        time.sleep(max(0.0, steady + 5 - time.monotonic()))
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
         self.writes_table("operator writes during cold start (total, until steady + 5 s)", tally, 1)
         self.record(
-            Figure(
-                "7",
-                f"cold start -> steady ({total:,} ManagedSecrets)",
-                steady_at - started,
-                "s",
-                f"list {total:,} ManagedSecrets + {secrets:,} Secrets",
-                listed,
-                "steady: objects gauge == total and pending_work == 0 in 3 polls",
-            )
+            f"cold start -> steady ({total:,} ManagedSecrets)",
+            steady - started,
+            "s",
+            vs=(f"list {total:,} ManagedSecrets + {secrets:,} Secrets", listed),
+            note="from spawn until objects == total and pending_work == 0 in 3 polls",
         )
         self.record(
-            Figure("7", "operator writes during cold start", tally.total_writes, "writes", "expected", 0,
-                   tally_note(tally))
+            "operator writes during cold start",
+            tally.total_writes,
+            "writes",
+            vs=("expected", 0),
+            note=responses(tally),
         )
-        self.record(
-            Figure("7", "operator RSS after cold start, steady", rss, "MiB", "operator RSS idle", self.rss_idle,
-                   pct_over(rss, self.rss_idle))
-        )
+        self.record_rss("operator RSS after cold start, steady", rss)
 
     def step_rotations(self) -> None:
         r = self.sizes.rotations
-        self.heading(f"8. {r:,} rotations requested (annotation, as kubectl msecret rotate) -> new currentVersion")
+        self.heading("8", f"{r:,} rotations requested (rotate annotation) -> a new status.currentVersion")
         targets = self.managed[:r]
         keys = {f"{ns}/{name}" for ns, name in targets}
         items, version = list_all(managed_lister(self.admin))
@@ -587,7 +562,7 @@ class Bench:
         watcher.start(resource_version=version)
         start = self.audit.mark()
         started = time.monotonic()
-        sent = self.finish(self.submit_all(self.request_rotation, targets)) - started
+        sent = self.parallel(self.request_rotation, targets)
         done = self.wait_seen(watcher, keys, "rotated ManagedSecrets", self.generous(r)) - started
         watcher.stop()
         time.sleep(2)
@@ -596,28 +571,30 @@ class Bench:
         client_writes = self.audit.tally(ADMIN_USER, start, end).total_writes
         self.writes_table("operator writes per rotation", tally, r)
         self.record(
-            Figure("8", f"{r:,} rotations requested -> all rotated", done, "s", f"send the {r:,} rotate patches",
-                   sent, f"{r / done:,.1f} rotations/s")
+            f"{r:,} rotations requested -> all rotated",
+            done,
+            "s",
+            vs=(f"send the {r:,} rotate patches", sent),
+            note=f"{r / done:,.1f} rotations/s",
         )
         self.record(
-            Figure("8", "operator writes per rotation", tally.total_writes / r, "/rotation",
-                   "client writes per rotation", client_writes / r, f"{tally_note(tally)}; GETs {tally.gets / r:.2f}/rotation")
+            "operator writes per rotation",
+            tally.total_writes / r,
+            "/rotation",
+            vs=("client writes per rotation", client_writes / r),
+            note=f"{responses(tally)}; GETs {tally.gets / r:.2f}/rotation",
         )
 
     def run(self) -> None:
         self.setup()
-        steps = (
-            self.step_rss_idle,
-            self.step_unrelated,
-            self.step_creates,
-            self.step_writes_per_object,
-            self.step_latency,
-            self.step_idle_writes,
-            self.step_cold_start,
-            self.step_rotations,
-        )
-        for step in steps:
-            step()
+        self.step_rss_idle()
+        self.step_unrelated()
+        self.step_creates()
+        self.step_writes_per_object()
+        self.step_latency()
+        self.step_idle_writes()
+        self.step_cold_start()
+        self.step_rotations()
 
 
 # --- command line ------------------------------------------------------------------------------------------
@@ -625,35 +602,30 @@ class Bench:
 
 def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run (small sizes, 10 s idle window)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, a 10 s idle window")
     parser.add_argument("--objects", type=int, help=f"ManagedSecrets ({FULL.objects}; quick {QUICK.objects})")
-    parser.add_argument(
-        "--unrelated", type=int, help=f"unrelated Secrets ({FULL.unrelated}; quick {QUICK.unrelated})"
-    )
-    parser.add_argument("--rotations", type=int, help=f"rotations (= --objects; quick {QUICK.rotations})")
-    parser.add_argument(
-        "--namespaces", type=int, help=f"namespaces to spread over ({FULL.namespaces}; quick {QUICK.namespaces})"
-    )
+    parser.add_argument("--unrelated", type=int, help=f"plain Secrets ({FULL.unrelated}; quick {QUICK.unrelated})")
+    parser.add_argument("--rotations", type=int, help=f"rotations (--objects; quick {QUICK.rotations})")
+    parser.add_argument("--namespaces", type=int, help=f"namespaces ({FULL.namespaces}; quick {QUICK.namespaces})")
     parser.add_argument("--threads", type=int, help=f"client threads ({FULL.threads})")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="leave the control plane (and its logs) running")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    given = {
-        name: getattr(args, name)
-        for name in ("objects", "unrelated", "namespaces", "threads")
-        if getattr(args, name) is not None
-    }
-    sizes = dataclasses.replace(base, **given)
-    rotations = args.rotations if args.rotations is not None else (QUICK.rotations if args.quick else sizes.objects)
+    sizes = QUICK if args.quick else FULL
+    for name in ("objects", "unrelated", "namespaces", "threads"):
+        if getattr(args, name) is not None:
+            sizes = dataclasses.replace(sizes, **{name: getattr(args, name)})
+    rotations = args.rotations
+    if rotations is None:
+        rotations = QUICK.rotations if args.quick else sizes.objects
     sizes = dataclasses.replace(sizes, rotations=min(rotations, sizes.objects))
-    if min(sizes.objects, sizes.namespaces, sizes.threads, sizes.rotations) < 1 or sizes.unrelated < 0:
+    if min(sizes.objects, sizes.rotations, sizes.namespaces, sizes.threads) < 1 or sizes.unrelated < 0:
         parser.error("--objects, --rotations, --namespaces and --threads must be at least 1")
     return sizes, args
 
 
 def print_summary(results: Results) -> None:
-    print(f"\nsummary (ratio = figure / baseline; whole run {results.seconds:.0f} s)")
+    print(f"\nsummary (ratio = figure / baseline; the whole run took {results.seconds:.0f} s)")
     print(f"{'figure':<46} {'value':>15}   vs {'baseline':<40} {'value':>13}")
     for figure in results.figures:
         print(figure_line(figure))
@@ -665,7 +637,7 @@ def run(state: Path, sizes: Sizes, progress: Progress) -> Results:
     except RuntimeError as e:
         raise BenchError(f"the control plane did not start: {e}") from e
     progress.log(f"control plane up in {state}")
-    bench = Bench(cluster, sizes, progress, state / "bench")
+    bench = Bench(cluster, sizes, progress)
     try:
         bench.run()
     except Exception:
@@ -683,21 +655,21 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     state = Path(tempfile.gettempdir()) / f"mso-bench-cluster-{os.getpid()}"
     print(
-        f"managed-secrets-operator cluster benchmark: {sizes.objects:,} ManagedSecrets, {sizes.unrelated:,} "
-        f"unrelated Secrets, {sizes.rotations:,} rotations, {sizes.namespaces} namespaces, {sizes.threads} "
-        f"client threads{' (quick)' if args.quick else ''}",
+        f"managed-secrets-operator cluster benchmark{' (quick)' if args.quick else ''}: {sizes.objects:,} "
+        f"ManagedSecrets, {sizes.unrelated:,} unrelated Secrets, {sizes.rotations:,} rotations, "
+        f"{sizes.namespaces} namespaces, {sizes.threads} client threads",
         flush=True,
     )
     try:
         results = run(state, sizes, progress)
-    except (BenchError, AssertionError) as e:  # AssertionError: the test helpers' timeouts
+    except (BenchError, AssertionError) as e:  # AssertionError: the timeouts of the test helpers
         print(f"bench-cluster: the run could not finish: {e}", file=sys.stderr)
         return 1
     finally:
         if args.keep:
             progress.log(
                 f"kept the control plane (the operator is stopped): KUBECONFIG={state / 'admin.kubeconfig'}; "
-                f"logs in {state / 'logs'} and {state / 'bench'}; stop it with: "
+                f"logs in {state / 'logs'} and {state / 'bench'}; stop it with "
                 f"python hack/cluster.py down --dir {state}"
             )
         else:

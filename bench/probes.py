@@ -35,7 +35,7 @@ Object = dict[str, Any]
 def make_client(kubeconfig: Path, pool_size: int) -> client.ApiClient:
     """A client for ``kubeconfig`` whose connection pool holds ``pool_size`` connections."""
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
     cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
 
@@ -109,7 +109,7 @@ class FirstSeen:
     def stop(self) -> None:
         self._stopping.set()
         if self._watch is not None:
-            self._watch.stop()
+            self._watch.stop()  # type: ignore[no-untyped-call]
         if self._thread is not None:
             self._thread.join(timeout=WATCH_SECONDS + 5)
 
@@ -146,8 +146,8 @@ class FirstSeen:
                 time.sleep(0.5)
 
     def _stream(self, version: str) -> str:
-        self._watch = watch.Watch(return_type=object)
-        for event in self._watch.stream(
+        self._watch = watch.Watch(return_type=object)  # type: ignore[no-untyped-call]
+        for event in self._watch.stream(  # type: ignore[no-untyped-call]
             self._list,
             label_selector=self._selector,
             resource_version=version,
@@ -248,7 +248,7 @@ class Gauges:
 def read_gauges(port: int) -> Gauges | None:
     """The two gauges from the operator's /metrics, or None while it does not answer (or lacks them)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except OSError:
         return None

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from kubernetes import client
 
+from managed_secrets.names import SOURCE_LABEL
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
@@ -27,7 +28,11 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
     custom = client.CustomObjectsApi(admin)
     canaries = [f"CANARY{uuid.uuid4().hex}", f"CANARY{uuid.uuid4().hex}"]
     core.create_namespaced_secret(
-        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="source"), string_data={"token": canaries[0]})
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="source", labels={SOURCE_LABEL: "true"}),
+            string_data={"token": canaries[0]},
+        ),
     )
     body = managed_secret(
         "leak",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from managed_secrets.names import SOURCE_LABEL
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
 from support import kube
@@ -22,6 +23,7 @@ from support.operator import (
     get_ms,
     managed_secret,
     secret_data,
+    sleep,
     wait_ready,
 )
 
@@ -157,10 +159,13 @@ def test_value_from_source_change_creates_a_version(
 ) -> None:
     core = client.CoreV1Api(admin)
     core.create_namespaced_secret(
-        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="src"), string_data={"token": "one"})
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="src", labels={SOURCE_LABEL: "true"}), string_data={"token": "one"}
+        ),
     )
     create(admin, namespace, managed_secret("tok", valueFrom={"secretRef": {"name": "src"}}))
-    wait_ready(admin, namespace, "tok")
+    assert condition(wait_ready(admin, namespace, "tok"), "SourceWatched")["status"] == "True"
     assert secret_data(admin, namespace, "tok") == {"token": b"one"}
     core.patch_namespaced_secret("src", namespace, {"stringData": {"token": "two"}})
     kube.eventually(lambda: secret_data(admin, namespace, "tok") == {"token": b"two"}, what="the new source value")
@@ -170,6 +175,26 @@ def test_value_from_source_change_creates_a_version(
     )
     assert status["previousVersion"] == "v1"
     assert {v["id"]: v["stages"] for v in status["versions"]} == {"v1": ["ACSPrevious"], "v2": ["ACSCurrent"]}
+
+
+def test_an_unlabelled_source_is_named_and_its_change_taken_at_the_next_reconcile(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment
+) -> None:
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="plain"), string_data={"token": "one"})
+    )
+    create(admin, namespace, managed_secret("unl", valueFrom={"secretRef": {"name": "plain"}}))
+    watched = condition(wait_ready(admin, namespace, "unl"), "SourceWatched")
+    assert watched["status"] == "False" and SOURCE_LABEL in watched["message"]
+    core.patch_namespaced_secret("plain", namespace, {"stringData": {"token": "two"}})
+    # Not watched: the change waits for the next reconcile, here a spec change.
+    sleep(3)
+    assert secret_data(admin, namespace, "unl") == {"token": b"one"}
+    objects(admin).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "unl", {"spec": {"description": "touched"}}
+    )
+    kube.eventually(lambda: secret_data(admin, namespace, "unl") == {"token": b"two"}, what="the new source value")
 
 
 def test_spec_change_reprojects_without_a_new_version(

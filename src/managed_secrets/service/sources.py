@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from managed_secrets.domain import SecretRecord, SecretValue, apply_prune, new_secret, put_value
 from managed_secrets.errors import InvalidRequest, SourceUnavailable
-from managed_secrets.names import SOURCE_IDENTITY
+from managed_secrets.names import SOURCE_IDENTITY, SOURCE_LABEL
 from managed_secrets.rotation.engine import initial_value
 from managed_secrets.rotation.strategies import strategy_for
 from managed_secrets.rotation.strategies.generic import GenerateStrategy
@@ -83,6 +83,16 @@ def read_value_from(p: Pass) -> SecretValue:
     if live is None:
         raise SourceUnavailable(f"{where} (spec.valueFrom) does not exist")
     p.outcome.source_revision = live.resource_version
+    if live.labels.get(SOURCE_LABEL) == "true":
+        p.outcome.add("SourceWatched", "True", "Labeled", f"changes of {where} are seen at once")
+    else:
+        p.outcome.add(
+            "SourceWatched",
+            "False",
+            "NotLabeled",
+            f"{where} lacks the label {SOURCE_LABEL}=true: the operator watches only labelled Secrets, so a "
+            "change of it is seen only at the next reconcile (a spec change or an operator restart)",
+        )
     data = dict(live.data)
     if source.keys is not None:
         missing = sorted(set(source.keys) - set(data))

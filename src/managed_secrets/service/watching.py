@@ -2,7 +2,7 @@
 
 Per ManagedSecret the service remembers three short strings and nothing of the object's body:
 
-- the *trigger* of the last event it handled (generation, request annotations, uid): a later event with the
+- the *trigger* of the last event it handled (uid, generation, labels and annotations): a later event with the
   same trigger is the echo of a status or finalizer patch and costs nothing;
 - the resourceVersion of the projected Secret as the last reconcile left it: the projected Secret's own watch
   event for a write we made is recognised and dropped;
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,8 +61,12 @@ def requests_digest(annotations: Mapping[str, str]) -> str:
 
 
 def trigger_of(resource: ManagedSecretResource) -> tuple[str, int | None, str]:
-    """What, in a ManagedSecret event, can ask for work: its identity, its spec generation, its requests."""
-    return (resource.uid, resource.generation, requests_digest(resource.annotations))
+    """What, in a ManagedSecret event, can ask for work: its identity, its spec generation, its labels and
+    annotations (the requests, and any "touch" a user makes to have it reconciled). The operator never writes
+    these, so its own writes (status, finalizer) keep the trigger as it was."""
+    meta = [*sorted(resource.annotations.items()), ("", ""), *sorted(resource.labels.items())]
+    digest = hashlib.sha256(json.dumps(meta).encode()).hexdigest()[:16]
+    return (resource.uid, resource.generation, digest)
 
 
 def source_of(raw_spec: Mapping[str, Any]) -> str | None:
