@@ -172,7 +172,8 @@ def figure_line(f: Figure) -> str:
     ratio = f"ratio {f.ratio:7.2f}x" if f.ratio is not None else f"ratio {'-':>7} "
     note = f"  ({f.note})" if f.note else ""
     value = amount(f.value, f.unit)
-    return f"{f.name:<46} {value:>15}   vs {f.baseline_name or '-':<40} {baseline:>13}   {ratio}{note}"
+    line = f"{f.name:<46} {value:>15}   vs {f.baseline_name or '-':<40} {baseline:>13}   {ratio}{note}"
+    return line.rstrip()
 
 
 def over_idle(value: float, idle: float) -> str:
@@ -225,6 +226,7 @@ class Bench:
         self.step = ""
         self.rss_idle = 0.0
         self.managed: list[tuple[str, str]] = []  # (namespace, name) of step 3's ManagedSecrets
+        self.created = 0  # ManagedSecrets created so far
         self.projected: FirstSeen | None = None  # projected Secrets, watched from step 3 on
         self.create_window = (0, 0)  # audit log marks around step 3's ManagedSecret creates
         self.raw_writes = Tally()  # the admin client's writes for step 3's raw Secrets
@@ -273,15 +275,19 @@ class Bench:
         """``count`` (namespace, name) pairs, round-robin over the benchmark namespaces."""
         return [(self.namespaces[i % len(self.namespaces)], f"{prefix}-{i:05d}") for i in range(count)]
 
-    def submit_all(self, call: Callable[[Any], object], items: Iterable[Any]) -> list[Future[object]]:
-        return [self.pool.submit(call, item) for item in items]
+    def submit_all(self, call: Callable[[Any], object], items: Iterable[Any]) -> list[Future[float]]:
+        """Makes ``call`` for every item on the pool; each future gives the monotonic time its call returned."""
+
+        def timed(item: Any) -> float:
+            call(item)
+            return time.monotonic()
+
+        return [self.pool.submit(timed, item) for item in items]
 
     @staticmethod
-    def finish(futures: list[Future[object]]) -> float:
-        """Waits for every call (raising the first error) and returns when the last one was done."""
-        for future in futures:
-            future.result()
-        return time.monotonic()
+    def finish(futures: list[Future[float]]) -> float:
+        """Waits for every call (raising the first error); returns when the last of them returned."""
+        return max(future.result() for future in futures)
 
     def parallel(self, call: Callable[[Any], object], items: Iterable[Any]) -> float:
         """Seconds the pool takes to make ``call`` for every item."""
@@ -328,10 +334,11 @@ class Bench:
         self.progress.log(f"operator started in {time.monotonic() - started:.1f}s")
         return started
 
-    def settle(self, timeout: float, objects: int | None = None) -> float:
-        """Waits until pending_work == 0 (and objects == ``objects``, if given) in 3 polls 0.5 s apart.
+    def settle(self, timeout: float) -> float:
+        """Waits until pending_work == 0 and objects == the ManagedSecrets created, in 3 polls 0.5 s apart.
 
-        Returns the monotonic time of the first of those polls.
+        Returns the monotonic time of the first of those polls. (pending_work alone is not enough: it counts
+        the service's worker pools, not the events Kopf has yet to hand over.)
         """
         deadline = time.monotonic() + timeout
         next_report = time.monotonic() + 10
@@ -339,7 +346,7 @@ class Bench:
         while True:
             at = time.monotonic()
             gauges = self.gauges()
-            good = gauges is not None and gauges.pending == 0 and objects in (None, gauges.objects)
+            good = gauges is not None and gauges.pending == 0 and gauges.objects == self.created
             streak = [*streak, at] if good else []
             if len(streak) == 3:
                 return streak[0]
@@ -397,6 +404,8 @@ class Bench:
     def close(self) -> None:
         for watcher in self.watches:
             watcher.stop()
+        if restarts := sum(w.restarts for w in self.watches):
+            self.progress.log(f"the benchmark's watches broke and listed again {restarts} times")
         if self.operator is not None:
             self.operator.stop()
         self.pool.shutdown(cancel_futures=True)
@@ -416,7 +425,7 @@ class Bench:
             time.sleep(0.2)
         time.sleep(3)
         self.rss_idle = self.rss()
-        self.record("operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB")
+        self.record("operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB", note="the RSS figures' baseline")
 
     def step_unrelated(self) -> None:
         n = self.sizes.unrelated
@@ -425,7 +434,7 @@ class Bench:
         names = [*self.spread("u", n - few), *((OTHER_NAMESPACE, f"u-{i:05d}") for i in range(few))]
         items = [(ns, plain_secret(name, base64.b64encode(os.urandom(1024)).decode())) for ns, name in names]
         seconds = self.parallel(self.create_secret, items)
-        rate = f"{n / seconds:,.0f} Secrets/s with {self.sizes.threads} threads: the raw create rate"
+        rate = f"the raw create rate: {n / seconds:,.0f} Secrets/s with {self.sizes.threads} threads"
         self.record(f"{n:,} unrelated Secrets created", seconds, "s", note=rate)
         time.sleep(5)
         self.record_rss("operator RSS with the unrelated Secrets", self.rss())
@@ -439,7 +448,12 @@ class Bench:
         start = self.audit.mark()
         raw_seconds = self.parallel(self.create_secret, raw)
         self.raw_writes = self.audit.tally(ADMIN_USER, start, self.audit.mark())
-        self.record(f"{n:,} raw Secrets created", raw_seconds, "s", note=f"{n / raw_seconds:,.0f}/s")
+        self.record(
+            f"{n:,} raw Secrets created",
+            raw_seconds,
+            "s",
+            note=f"{n / raw_seconds:,.0f}/s; the next line's baseline",
+        )
 
         self.managed = self.spread("ms", n)
         keys = {f"{ns}/{name}" for ns, name in self.managed}
@@ -447,6 +461,7 @@ class Bench:
         start = self.audit.mark()
         started = time.monotonic()
         futures = self.submit_all(self.create_managed, items)
+        self.created += n
         rss_1000 = None
         if n >= 1000:
             self.wait_seen(self.projected, keys, "projected Secrets", self.generous(n), need=1000)
@@ -487,6 +502,7 @@ class Bench:
         assert self.projected is not None
         managed = [(ns, managed_secret(name)) for ns, name in self.spread("lat-ms", s)]
         ours = self.sequential(self.projected, managed, self.create_managed)
+        self.created += s
         self.settle(self.generous(s))
         plain = self.watch(secrets_lister, label_selector=f"{LATENCY_LABEL}=true")
         plain.start()
@@ -523,7 +539,9 @@ class Bench:
         listed = time.monotonic() - listed
         start = self.audit.mark()
         started = self.start_operator("restart")
-        steady = self.settle(self.generous(total), objects=total)
+        if total != self.created:
+            raise BenchError(f"{total} ManagedSecrets exist, {self.created} were created")
+        steady = self.settle(self.generous(total))
         rss = self.rss()
         time.sleep(max(0.0, steady + 5 - time.monotonic()))
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
@@ -601,7 +619,9 @@ class Bench:
 
 
 def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, a 10 s idle window")
     parser.add_argument("--objects", type=int, help=f"ManagedSecrets ({FULL.objects}; quick {QUICK.objects})")
     parser.add_argument("--unrelated", type=int, help=f"plain Secrets ({FULL.unrelated}; quick {QUICK.unrelated})")
@@ -619,8 +639,8 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     if rotations is None:
         rotations = QUICK.rotations if args.quick else sizes.objects
     sizes = dataclasses.replace(sizes, rotations=min(rotations, sizes.objects))
-    if min(sizes.objects, sizes.rotations, sizes.namespaces, sizes.threads) < 1 or sizes.unrelated < 0:
-        parser.error("--objects, --rotations, --namespaces and --threads must be at least 1")
+    if min(dataclasses.astuple(sizes)) < 1:
+        parser.error("every size must be at least 1")
     return sizes, args
 
 

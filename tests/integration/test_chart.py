@@ -234,11 +234,11 @@ def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         ]
     )
-    # The release namespace: the keyring and the stores, a subset of the Secret verbs, and no watch.
+    # The release namespace: the keyring and the stores (watched by label and by name), the same Secret verbs.
     (store_rule,) = only(docs, "Role", "mso")["rules"]
     secrets_rule = next(r for r in deploy_rules if r["resources"] == ["secrets"])
     assert store_rule["resources"] == ["secrets"]
-    assert set(store_rule["verbs"]) == set(secrets_rule["verbs"]) - {"watch"}
+    assert set(store_rule["verbs"]) == set(secrets_rule["verbs"])
     assert env_of(docs)["MSO_WATCH_NAMESPACES"] == "team-a,team-b"
 
 

@@ -106,7 +106,7 @@ def test_canary_never_leaks(admin: client.ApiClient, namespace: str, operator: O
         "store document": base64.b64decode(store.data["record"]).decode(),
     }
     # Kopf logs handler invocations at DEBUG only: proof that the operator really ran at DEBUG.
-    assert "Handler 'secret_changed' is invoked" in places["operator logs (DEBUG)"]
+    assert f"source Secret {namespace}/source changed" in places["operator logs (DEBUG)"]
     for where, text in places.items():
         for canary in canaries:
             for form in forms(canary):

@@ -107,8 +107,9 @@ retries with 403s for about a minute before it falls back to the exact names, an
 {{/* Namespaced mode only, in the release namespace: the keyring Secret and one store Secret per ManagedSecret.
 The operator reads and writes them directly; it does not watch them. */}}
 {{- define "mso.rules.store" -}}
-# The keyring Secret and the version stores (one Secret per ManagedSecret); read and written, never watched.
+# The keyring Secret and the version stores (one Secret per ManagedSecret); read, written, and watched (by
+# label and by name) for their revisions and for key rotation requests.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "create", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 {{- end }}

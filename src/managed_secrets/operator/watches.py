@@ -127,6 +127,7 @@ class SecretWatches:
     # --- changes -------------------------------------------------------------------------------------------
 
     def _projected_changed(self, change: SecretChange) -> None:
+        log.debug("projected Secret %s/%s changed", change.namespace, change.name)
         owner = change.annotations.get(OWNER_ANNOTATION)
         if change.resource_version is None and owner is None:
             # A deletion event carries the last state; without its annotation the owner is the name's.
@@ -134,6 +135,7 @@ class SecretWatches:
         self._service.secret_changed(change.namespace, change.name, change.resource_version, owner)
 
     def _source_changed(self, change: SecretChange) -> None:
+        log.debug("source Secret %s/%s changed", change.namespace, change.name)
         self._service.secret_changed(change.namespace, change.name, change.resource_version, None)
 
     def _keyring_changed(self, change: SecretChange) -> None:
