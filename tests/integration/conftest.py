@@ -19,6 +19,7 @@ from kubernetes import client
 import cluster as local_cluster
 from support import kube
 from support.databases import REQUIRED_ENV, SCRIPT, MariaDB, Postgres, Server, read_env_file
+from support.https_endpoint import LOCALHOST, Endpoint, make_authority, make_server_cert, serve
 from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, install_admission_policy, install_crd
 
 
@@ -113,3 +114,11 @@ def database_env() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def servers(database_env: dict[str, str]) -> dict[str, Server]:
     return {"postgresql": Postgres(database_env), "mysql": MariaDB(database_env)}
+
+
+@pytest.fixture
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, str]]:
+    """A real HTTPS rotation endpoint on loopback, and the PEM of the CA that signed its certificate."""
+    authority = make_authority("webhook test CA")
+    cert = make_server_cert(authority, tmp_path_factory.mktemp("webhook"), names=LOCALHOST)
+    yield from ((endpoint, authority.pem) for endpoint in serve(cert))

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from managed_secrets.store import RecordKey
 from support import kube
+from support.https_endpoint import Call, Endpoint, Reply, value_reply
 from support.operator import (
     OperatorEnvironment,
     OperatorProcess,
@@ -137,9 +138,15 @@ def test_no_storm_after_downtime_and_no_rotation_on_restart(
 
 
 def test_request_while_rotation_in_flight_is_refused(
-    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path
+    admin: client.ApiClient,
+    namespace: str,
+    operator: OperatorEnvironment,
+    tmp_path: Path,
+    webhook: tuple[Endpoint, str],
 ) -> None:
-    create(admin, namespace, managed_secret("busy"))
+    endpoint, ca = webhook
+    counting_webhook(endpoint)
+    create(admin, namespace, external("busy", endpoint, ca))
     wait_ready(admin, namespace, "busy")
     # Leave a rotation in flight: a process that crashes right after the create step.
     operator.process.stop()
@@ -178,12 +185,39 @@ def _run_until_crash(process: OperatorProcess, trigger) -> None:  # type: ignore
     assert process.proc.returncode == 86, f"expected the failpoint exit, got {process.proc.returncode}"
 
 
+def counting_webhook(endpoint: Endpoint) -> None:
+    """Each *create* call answers a new password (pw-1, pw-2, ...); set and test succeed."""
+    made = itertools.count(1)
+
+    def responder(call: Call) -> Reply:
+        if call.document["step"] == "create":
+            return value_reply({"password": f"pw-{next(made)}".encode()})
+        return Reply()
+
+    endpoint.responder = responder
+
+
+def external(name: str, endpoint: Endpoint, ca: str) -> dict[str, object]:
+    """A ManagedSecret whose steps call ``endpoint``: a strategy with side effects, persisted step by step."""
+    return managed_secret(
+        name, type="External", external={"url": endpoint.url, "caBundle": ca, "timeoutSeconds": 5}
+    )
+
+
 @pytest.mark.parametrize("failpoint", ["after-create", "after-set", "after-test", "during-finish"])
 def test_crash_at_each_step_boundary_completes_exactly_once(
-    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path, failpoint: str
+    admin: client.ApiClient,
+    namespace: str,
+    operator: OperatorEnvironment,
+    *,
+    tmp_path: Path,
+    failpoint: str,
+    webhook: tuple[Endpoint, str],
 ) -> None:
+    endpoint, ca = webhook
+    counting_webhook(endpoint)
     name = f"crash-{failpoint}"
-    create(admin, namespace, managed_secret(name))
+    create(admin, namespace, external(name, endpoint, ca))
     wait_ready(admin, namespace, name)
     v1_value = password(admin, namespace, name)
     vault = open_store(admin, operator.namespace)
@@ -208,6 +242,7 @@ def test_crash_at_each_step_boundary_completes_exactly_once(
             if expected_step:
                 assert record.rotation.step.value == expected_step
             v2_value = vault.open(record, v2).as_dict()["password"]
+            creates = [c for c in endpoint.calls if c.document["step"] == "create"]
         finally:
             operator.process.start()
         kube.eventually(lambda: current_version(admin, namespace, name) == "v2", what="the rotation to complete")
@@ -223,6 +258,33 @@ def test_crash_at_each_step_boundary_completes_exactly_once(
     assert record.previous.id == "v1"
     assert set(seen) <= {v1_value, v2_value}, "the projected Secret only held ACSCurrent or ACSPrevious values"
     assert seen[0] == v1_value and seen[-1] == v2_value
+    assert [c for c in endpoint.calls if c.document["step"] == "create"] == creates, "no second create call"
+
+
+def test_a_local_only_rotation_is_one_write_and_survives_a_crash_after_it(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, tmp_path: Path
+) -> None:
+    # generate reaches nothing outside: its four steps are one store write, so "during-finish" is the only
+    # boundary there is; a crash right after it leaves v2 current, and the restart projects it.
+    create(admin, namespace, managed_secret("local"))
+    wait_ready(admin, namespace, "local")
+    vault = open_store(admin, operator.namespace)
+    key = RecordKey(namespace, "local")
+    revision = vault.store.read(key).revision
+    operator.process.stop()
+    crashing = OperatorProcess(
+        operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": "during-finish"}
+    )
+    try:
+        _run_until_crash(crashing, lambda: annotate(admin, namespace, "local", {"managedsecrets.io/rotate": "r1"}))
+        record = vault.load(key).record
+        assert record.current.id == "v2" and record.previous.id == "v1" and record.pending is None
+        assert int(vault.store.read(key).revision) > int(revision)
+        v2_value = vault.open(record, record.current).as_dict()["password"]
+    finally:
+        operator.process.start()
+    kube.eventually(lambda: password(admin, namespace, "local") == v2_value, what="v2 projected after the restart")
+    assert [v.id for v in vault.load(key).record.versions] == ["v1", "v2"]
 
 
 def test_restart_targets_roll_once_per_rotation(

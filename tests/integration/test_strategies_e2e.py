@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
@@ -11,13 +10,9 @@ from kubernetes import client
 
 from support import kube
 from support.https_endpoint import (
-    LOCALHOST,
     Call,
     Endpoint,
     Reply,
-    make_authority,
-    make_server_cert,
-    serve,
     value_reply,
 )
 from support.operator import (
@@ -64,13 +59,6 @@ def test_ssh_key_is_projected_and_rotated(
         what="the new public key in status",
     )
     assert data(admin, namespace, "deploy-key")["ssh-privatekey"] != first["ssh-privatekey"]
-
-
-@pytest.fixture
-def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, str]]:
-    authority = make_authority("webhook test CA")
-    cert = make_server_cert(authority, tmp_path_factory.mktemp("webhook"), names=LOCALHOST)
-    yield from ((endpoint, authority.pem) for endpoint in serve(cert))
 
 
 def test_external_rotation_fails_safely_then_resumes(

@@ -170,7 +170,12 @@ def test_a_rotation_request_on_value_from_is_ignored_once(world: World) -> None:
 # --- rotation ------------------------------------------------------------------------------------------
 
 
-def test_requested_rotation_runs_all_steps_in_one_read_and_four_writes(world: World) -> None:
+@pytest.mark.parametrize("local_only", [True, False])
+def test_requested_rotation_runs_all_steps_in_one_read(
+    world: World, monkeypatch: pytest.MonkeyPatch, local_only: bool
+) -> None:
+    # A strategy whose steps reach outside persists each step; a local-only one rotates in one write.
+    monkeypatch.setattr(GenerateStrategy, "local_only", local_only)
     world.apply(managed_secret("db"))
     world.reconcile("db")
     old = world.value("db")
@@ -178,10 +183,15 @@ def test_requested_rotation_runs_all_steps_in_one_read_and_four_writes(world: Wo
     reads, mark = world.store.reads, world.mark()
     outcome = world.reconcile("db")
     assert outcome.rotated == "v2"
-    _, store_writes, events = world.writes_since(mark)
+    writes, store_writes, events = world.writes_since(mark)
     assert world.store.reads - reads == 1
-    assert store_writes == 4, "create (with the request marked), set, test, finish"
-    assert events == ["RotationStarted", "Rotated", "Projected"]
+    assert store_writes == (1 if local_only else 4), "create (with the request marked), set, test, finish"
+    assert events == ["Rotated"]
+    assert [(w.verb, w.resource) for w in writes] == [
+        ("create", "events"),
+        ("update", "secrets"),
+        ("patch", "managedsecrets/status"),
+    ]
     record = world.record("db")
     assert record.current is not None and record.current.id == "v2"
     assert record.previous is not None and record.previous.id == "v1"
@@ -261,6 +271,8 @@ def failing_test_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
             raise RotationStepFailed("test", "LoginFailed", "the new credentials were refused")
 
     monkeypatch.setattr(GenerateStrategy, "test", test)
+    # As a strategy whose steps reach outside: each step is persisted.
+    monkeypatch.setattr(GenerateStrategy, "local_only", False)
     yield failing
 
 
@@ -318,6 +330,26 @@ def test_a_second_request_while_one_is_pending_is_refused(world: World, failing_
     assert record.pending is not None and record.pending.request_id == "r1"
     samples = world.metrics.exposition().decode()
     assert 'managed_secrets_rotations_total{result="refused",strategy="generate"} 1.0' in samples
+
+
+def test_a_local_only_rotation_that_fails_stores_nothing_and_backs_off(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.apply(managed_secret("db"))
+    world.reconcile("db")
+
+    def test(self: GenerateStrategy, ctx: object, pending: object) -> None:
+        raise RotationStepFailed("test", "Unusable", "the new value failed its check")
+
+    monkeypatch.setattr(GenerateStrategy, "test", test)
+    world.edit("db", annotations={ROTATE_ANNOTATION: "r1"})
+    outcome = world.reconcile("db")
+    record = world.record("db")
+    assert [v.id for v in record.versions] == ["v1"] and record.pending is None
+    assert record.next_version_number == 2
+    assert world.condition("db", "RotationFailed")["reason"] == "Unusable"
+    assert world.attributes("db")[CREATE_FAILURES] == "1"
+    assert outcome.wake_at is not None and outcome.wake_at > world.clock.now()
 
 
 def test_create_failure_is_persisted_and_survives_a_restart(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

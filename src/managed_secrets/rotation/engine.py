@@ -135,6 +135,50 @@ class RotationEngine:
         failpoint("after-create")
         return result
 
+    def rotate_at_once(
+        self,
+        key: RecordKey,
+        loaded: Loaded,
+        strategy: RotationStrategy,
+        config: Mapping[str, object],
+        *,
+        request_id: str,
+        read_secret: SecretReader,
+        version_limit: int,
+        key_id: str | None = None,
+        attributes: Attributes | None = None,
+    ) -> Loaded:
+        """All four steps of a ``local_only`` strategy, stored in one compare-and-swap write (the new version
+        current, the old one previous, the request marked by ``attributes``). Raises what a step raised,
+        having written nothing."""
+        record = loaded.record
+        if record.current is None:
+            raise ManagedSecretsError(f"{key} has no current version to rotate yet")
+        if record.pending is not None:
+            raise RotationInProgress(
+                f"rotation request {request_id!r} refused: version {record.pending.id} of {key} is pending"
+            )
+        if record.version_for_request(request_id) is not None:
+            return loaded
+        ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
+        value = strategy.create(ctx)
+        for step in (strategy.set, strategy.test, strategy.finish):
+            step(ctx, value)
+        fingerprint = self.vault.fingerprint(value)
+
+        def change(r: SecretRecord | None) -> SecretRecord:
+            r = _req(r)
+            version_id = self.vault.next_version_id(r)
+            sealed = self.vault.seal(r.secret_id, version_id, value, key_id)
+            begun, _ = begin_rotation(
+                r, request_id=request_id, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now()
+            )
+            return apply_prune(finish_rotation(begun, version_id), version_limit)
+
+        result = self._change(key, change, loaded, attributes)
+        failpoint("during-finish")
+        return result
+
     def advance(
         self,
         key: RecordKey,

@@ -78,6 +78,11 @@ class RotationStrategy(abc.ABC):
     name: ClassVar[str]
     """The spec field that selects this strategy, e.g. ``database``."""
 
+    local_only: ClassVar[bool] = False
+    """True when no step reaches outside the operator (set, test and finish only check the value in memory).
+    Nothing outside can then hold the pending value before it is current, so the engine rotates in one
+    store write instead of one per step: a crash before it leaves nothing behind, one after it is done."""
+
     @abc.abstractmethod
     def initial(self, ctx: RotationContext) -> SecretValue:
         """The first value of a new ManagedSecret."""

@@ -40,7 +40,10 @@ def project(p: Pass) -> None:
     moved = bool(old_name) and old_name != desired.name and spec.target.creation_policy == "Owner"
     if moved and delete_projection(cluster, resource.namespace, old_name, owner):
         p.normal("ProjectionMoved", f"deleted the old projected Secret {old_name}")
-    if action in (ApplyAction.UPDATED, ApplyAction.RESTORED):
+    if action is ApplyAction.RESTORED or (
+        # A new version is told by its own Event (Rotated, VersionCreated); a re-render by this one.
+        action is ApplyAction.UPDATED and outcome.rotated is None and outcome.new_version is None
+    ):
         p.normal("Projected", f"Secret {desired.name} now holds version {current.id} ({action})")
     elif action is ApplyAction.DRIFT_REVERTED:
         p.normal("DriftReverted", f"Secret {desired.name} was edited; restored version {current.id}")

@@ -130,19 +130,36 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
         kept = {k: v for k, v in a.items() if k not in (CREATE_FAILURES, CREATE_RETRY_AFTER)}
         return {**kept, LAST_ROTATE_REQUEST: start.request_id} if start.requested else kept
 
+    started = p.deps.now()
     try:
-        p.keep(
-            p.deps.engine.begin(
-                p.key,
-                p.loaded,
-                strategy,
-                config,
-                request_id=start.request_id,
-                read_secret=p.read_secret,
-                key_id=p.spec.encryption_key,
-                attributes=attributes,
+        if strategy.local_only:
+            before = p.record
+            p.keep(
+                p.deps.engine.rotate_at_once(
+                    p.key,
+                    p.loaded,
+                    strategy,
+                    config,
+                    request_id=start.request_id,
+                    read_secret=p.read_secret,
+                    version_limit=p.spec.version_limit,
+                    key_id=p.spec.encryption_key,
+                    attributes=attributes,
+                )
             )
-        )
+        else:
+            p.keep(
+                p.deps.engine.begin(
+                    p.key,
+                    p.loaded,
+                    strategy,
+                    config,
+                    request_id=start.request_id,
+                    read_secret=p.read_secret,
+                    key_id=p.spec.encryption_key,
+                    attributes=attributes,
+                )
+            )
     except RotationInProgress as e:
         p.deps.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
         _mark(p, start.request_id)
@@ -168,8 +185,12 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
         _warn_once(p, _reason(e), message)
         return False
     record = p.record
-    pending_id = record.pending.id if record is not None and record.pending else "?"
-    p.normal("RotationStarted", f"rotation {start.request_id!r} created version {pending_id} as ACSPending")
+    if strategy.local_only:
+        if record is not None and record is not before:
+            _rotated(p, strategy, started)
+        return True
+    # No Event here: status.rotation and the Rotating condition show the rotation in flight; the one Event of
+    # a rotation is Rotated (or the failure's warning).
     return True
 
 
@@ -194,18 +215,24 @@ def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) 
         _warn_once(p, _reason(e.cause), message)
         return False
     p.keep(loaded)
-    record = loaded.record
-    if finished and record.current is not None:
-        took = (p.deps.now() - progress.started).total_seconds()
-        p.deps.metrics.record_rotation(strategy.name, RotationResult.SUCCEEDED, max(0.0, took))
-        p.outcome.rotated = record.current.id
-        p.normal(
-            "Rotated",
-            f"version {record.current.id} is now ACSCurrent"
-            + (f", {record.previous.id} ACSPrevious" if record.previous else ""),
-        )
-        log.info("rotated %s to %s", p.key, record.current.id)
+    if finished:
+        _rotated(p, strategy, progress.started)
     return True
+
+
+def _rotated(p: Pass, strategy: RotationStrategy, started: dt.datetime) -> None:
+    record = p.record
+    if record is None or record.current is None:
+        return
+    took = (p.deps.now() - started).total_seconds()
+    p.deps.metrics.record_rotation(strategy.name, RotationResult.SUCCEEDED, max(0.0, took))
+    p.outcome.rotated = record.current.id
+    p.normal(
+        "Rotated",
+        f"version {record.current.id} is now ACSCurrent"
+        + (f", {record.previous.id} ACSPrevious" if record.previous else ""),
+    )
+    log.info("rotated %s to %s", p.key, record.current.id)
 
 
 def _finish_pass(

@@ -15,6 +15,7 @@ class GenerateStrategy(RotationStrategy):
     """``spec.generate``: new passwords per key; nothing outside the operator to update or test."""
 
     name = "generate"
+    local_only = True
 
     def initial(self, ctx: RotationContext) -> SecretValue:
         """The value the spec asks for: generated keys kept from ``ctx.current`` where it has them."""

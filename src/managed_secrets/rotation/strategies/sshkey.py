@@ -81,6 +81,7 @@ class SSHKeyStrategy(RotationStrategy):
     """A new ed25519 (default) or RSA key pair for every version."""
 
     name = "sshKey"
+    local_only = True
 
     def initial(self, ctx: RotationContext) -> SecretValue:
         return self._new_key_pair(ctx, "initial")
