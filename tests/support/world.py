@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,6 +120,13 @@ class World:
     def event(self, name: str, event_type: str | None = "MODIFIED") -> None:
         """The Kopf event handler's call: the object as the watch brings it (``None``: the start-up listing)."""
         self.service.observe(event_type, self.ms(name))
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Waits until the service's pools have nothing queued or running."""
+        deadline = time.monotonic() + timeout
+        while self.service.pools.pending:
+            assert time.monotonic() < deadline, "the pools did not drain"
+            time.sleep(0.005)
 
     def settle(self, name: str, times: int = 3) -> Outcome:
         """Reconciles until nothing is written (the watch would bring the object back after each write)."""

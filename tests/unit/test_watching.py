@@ -49,6 +49,7 @@ def test_the_echo_of_our_own_writes_reads_and_writes_nothing(world: World) -> No
     secret = world.secret("db")
     assert secret is not None
     world.service.secret_changed(NAMESPACE, "db", secret.resource_version, f"{NAMESPACE}/db")
+    world.drain()
 
     assert world.writes_since(mark) == ([], 0, [])
     assert (len(world.cluster.reads), world.store.reads) == (reads, store_reads)
@@ -61,7 +62,7 @@ def test_an_edit_of_the_projected_secret_is_reverted(world: World) -> None:
     edited = world.put_secret("db", {"password": b"mine"}, labels=live.labels, annotations=live.annotations)
 
     world.service.secret_changed(NAMESPACE, "db", edited.resource_version, f"{NAMESPACE}/db")
-    world.service.pools.local.shutdown(wait=True)
+    world.drain()
 
     restored = world.secret("db")
     assert restored is not None and restored.data["password"] != b"mine"
@@ -74,7 +75,7 @@ def test_a_source_change_makes_a_new_version(world: World) -> None:
     source = world.put_secret("src", {"token": b"two"}, labels={SOURCE_LABEL: "true"})
 
     world.service.secret_changed(NAMESPACE, "src", source.resource_version, None)
-    world.service.pools.local.shutdown(wait=True)
+    world.drain()
 
     assert world.record("db").current is not None and world.record("db").current.id == "v2"
     assert world.value("db") == {"token": b"two"}
@@ -187,4 +188,35 @@ def test_a_foreign_secret_event_reconciles_nothing(world: World) -> None:
     world.cluster.put_secret(SecretObject(namespace=NAMESPACE, name="other", data={"a": b"b"}))
     reads = len(world.cluster.reads)
     world.service.secret_changed(NAMESPACE, "other", "999", None)
+    world.drain()
     assert len(world.cluster.reads) == reads
+
+
+def test_a_new_object_is_created_without_a_read_when_the_watches_list_nothing(world: World) -> None:
+    world.watch_revisions()
+    world.apply(managed_secret("db"))
+    world.event("db", "ADDED")
+    assert world.store.reads == 0
+    assert [r for r in world.cluster.reads if r[1] == "secrets"] == []
+    assert world.secret("db") is not None and world.record("db").current is not None
+
+
+def test_a_foreign_secret_the_watch_does_not_list_is_still_refused(world: World) -> None:
+    world.watch_revisions()
+    world.put_secret("db", {"theirs": b"x"})  # unlabelled: the projected-Secret watch does not list it
+    world.apply(managed_secret("db"))
+    world.event("db", "ADDED")
+    assert world.condition("db", "Ready")["reason"] == "SecretNotOwned"
+    live = world.secret("db")
+    assert live is not None and live.data == {"theirs": b"x"}
+
+
+def test_an_object_with_versions_is_always_read_so_a_lost_store_is_reported(world: World) -> None:
+    created(world)
+    world.store.delete(RecordKey(NAMESPACE, "db"))
+    again = world.restarted()
+    again.watch_revisions()
+    reads = again.store.reads
+    again.event("db", None)
+    assert again.store.reads == reads + 1
+    assert again.condition("db", "Ready")["reason"] == "StoreLost"

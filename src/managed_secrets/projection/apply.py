@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from managed_secrets.cluster import Cluster, LiveSecret, OwnerRef, SecretObject
-from managed_secrets.errors import KubernetesApiError, ManagedSecretsError
+from managed_secrets.errors import ApiConflict, KubernetesApiError, ManagedSecretsError
 from managed_secrets.names import DATA_HASH_ANNOTATION, MANAGED_LABEL, OWNER_ANNOTATION, PROTECTED_SECRET_TYPES
 from managed_secrets.projection.render import DesiredSecret, TargetSpec, data_hash
 
@@ -113,11 +113,21 @@ def apply_projection(
     hash_key: bytes,
     *,
     previously_projected: bool,
+    assume_absent: bool = False,
 ) -> Applied:
-    """Makes the live Secret match ``desired``; returns what was done."""
+    """Makes the live Secret match ``desired``; returns what was done.
+
+    ``assume_absent``: the caller knows of no such Secret (a first projection the watch does not list), so
+    it is created without a read; if one exists after all, the create is refused and it is read then."""
     try:
         return _apply(
-            cluster, desired, target, owner, hash_key=hash_key, previously_projected=previously_projected
+            cluster,
+            desired,
+            target,
+            owner,
+            hash_key=hash_key,
+            previously_projected=previously_projected,
+            assume_absent=assume_absent,
         )
     except KubernetesApiError as e:
         raise _error(e) from None
@@ -131,8 +141,8 @@ def _apply(
     *,
     hash_key: bytes,
     previously_projected: bool,
+    assume_absent: bool,
 ) -> Applied:
-    live = cluster.read_secret(desired.namespace, desired.name)
     body = SecretObject(
         namespace=desired.namespace,
         name=desired.name,
@@ -142,11 +152,18 @@ def _apply(
         annotations=dict(desired.annotations),
         owner_references=_owner_refs(target, owner, ()),
     )
+    live = None if assume_absent else cluster.read_secret(desired.namespace, desired.name)
     if live is None:
         if previously_projected and target.drift_policy == "Report":
             return Applied(ApplyAction.MISSING_REPORTED)
-        created = cluster.create_secret(body)
-        return Applied(ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED, created)
+        try:
+            created = cluster.create_secret(body)
+        except ApiConflict:
+            live = cluster.read_secret(desired.namespace, desired.name) if assume_absent else None
+            if live is None:
+                raise
+        else:
+            return Applied(ApplyAction.RESTORED if previously_projected else ApplyAction.CREATED, created)
 
     if not _is_ours(live, owner):
         where = f"Secret {desired.namespace}/{desired.name}"

@@ -8,7 +8,7 @@ and each write starts from the revision the previous one produced.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from managed_secrets.cluster import Cluster, LiveSecret
@@ -22,6 +22,7 @@ from managed_secrets.service.conditions import Outcome
 from managed_secrets.service.events import EventRecorder
 from managed_secrets.service.resource import ManagedSecretResource
 from managed_secrets.service.spec import ManagedSecretSpec
+from managed_secrets.service.watching import Revisions
 from managed_secrets.store import Loaded, RecordKey, SecretVault
 
 __all__ = ["Deps", "Pass"]
@@ -37,9 +38,16 @@ class Deps:
     metrics: OperatorMetrics
     engine: RotationEngine
     min_rotation_interval: dt.timedelta = MIN_INTERVAL
+    revisions: Callable[[], Revisions | None] = lambda: None
+    """What the operator's filtered watches list now (``None`` before they run, and in tests without them)."""
 
     def now(self) -> dt.datetime:
         return self.vault.clock.now()
+
+    def listed(self) -> Revisions | None:
+        """The watches' revisions once they have listed everything; ``None`` otherwise."""
+        revisions = self.revisions()
+        return revisions if revisions is not None and revisions.synced() else None
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Pass:
     spec: ManagedSecretSpec
     outcome: Outcome = field(default_factory=Outcome)
     loaded: Loaded | None = None
+    absent: bool = False
+    """The record is known not to exist (a new object the store watch does not list): not read, created."""
     _opened: dict[tuple[str, bytes], SecretValue] = field(default_factory=dict, repr=False)
 
     @property

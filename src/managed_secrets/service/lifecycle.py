@@ -38,7 +38,15 @@ log = logging.getLogger(__name__)
 
 def load(p: Pass) -> bool:
     """Reads the stored record into ``p``; restores a deleted one when asked. False: it waits for a restore."""
-    loaded = p.deps.vault.load(p.key)
+    listed = p.deps.listed()
+    if listed is not None and high_water(p.resource.status) == 0 and listed.store(p.key) is None:
+        # A new object whose record the store watch does not list: not read. (Were one created meanwhile,
+        # the create is refused and read then; an object whose status shows versions is always read, so a
+        # lost store is never taken for a new one.)
+        loaded = None
+        p.absent = True
+    else:
+        loaded = p.deps.vault.load(p.key)
     p.keep(loaded)
     if loaded is None:
         return _store_lost(p)

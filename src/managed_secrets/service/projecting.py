@@ -31,8 +31,18 @@ def project(p: Pass) -> None:
     owner = resource.owner
     old_name = str(resource.status.get("projectedSecret") or "")
     with p.deps.metrics.time_projection():
+        listed = p.deps.listed()
         applied = apply_projection(
-            cluster, desired, spec.target, owner, vault.hash_key, previously_projected=old_name == desired.name
+            cluster,
+            desired,
+            spec.target,
+            owner,
+            vault.hash_key,
+            previously_projected=old_name == desired.name,
+            # A first projection the projected-Secret watch does not list is created without a read.
+            assume_absent=not old_name
+            and listed is not None
+            and listed.projected(desired.namespace, desired.name) is None,
         )
     action = applied.action
     outcome.projection = action

@@ -100,7 +100,9 @@ class ManagedSecretService:
         self.vault = vault
         self.events = EventRecorder(cluster)
         self.engine = RotationEngine(vault, backoff or Backoff())
-        self.deps = Deps(vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval)
+        self.deps = Deps(
+            vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval, lambda: self.revisions
+        )
         self.pools = WorkPools(local_workers, external_workers)
         self.metrics.track_pending(lambda: self.pools.pending)
         # The scheduler's threads only fetch the object and hand the reconcile to the pool for its kind.
@@ -205,23 +207,38 @@ class ManagedSecretService:
         ``owner`` is the projected Secret's owner annotation (``namespace/name``). A projected Secret at the
         revision our last reconcile left it at is the echo of our own write and is dropped.
         """
-        owners = set(self.watched.owners_of_source(namespace, name))
         owner_ns, _sep, owner_name = (owner or "").partition("/")
-        echo = self.watched.projected_echo(RecordKey(namespace, owner_name), resource_version)
-        if owner_ns == namespace and owner_name and not echo:
-            owners.add(owner_name)
-        for ms_name in sorted(owners):
-            self._scheduled(namespace, ms_name)
+        if owner_ns == namespace and owner_name:
+            self.pools.submit({}, self._projected_changed, RecordKey(namespace, owner_name), resource_version)
+        for ms_name in self.watched.owners_of_source(namespace, name):
+            self.pools.submit({}, self._source_changed, namespace, ms_name)
 
-    def _scheduled(self, namespace: str, name: str) -> None:
+    def _source_changed(self, namespace: str, name: str) -> None:
+        self._scheduled(namespace, name, here=True)
+
+    def _projected_changed(self, key: RecordKey, resource_version: str | None) -> None:
+        with self._lock(key):
+            # Under the lock: a reconcile that is writing this Secret records its revision before letting go,
+            # so the watch event of its own write is recognised however early it comes.
+            if self.watched.projected_echo(key, resource_version):
+                return
+        self._scheduled(key.namespace, key.name, here=True)
+
+    def _scheduled(self, namespace: str, name: str, *, here: bool = False) -> None:
+        """Reads the ManagedSecret and handles it (in this thread when ``here`` and it is local work)."""
         try:
             body = self.cluster.get_managed_secret(namespace, name)
         except KubernetesApiError as e:
             log.warning("cannot read ManagedSecret %s/%s: %s", namespace, name, safe_message(e))
             self.scheduler.schedule(namespace, name, self.vault.clock.now() + self.engine.backoff.delay(1))
             return
-        if body is not None:
-            self.pools.submit(body.get("spec") or {}, self.observe, "SCHEDULED", body)
+        if body is None:
+            return
+        spec = body.get("spec") or {}
+        if here and self.pools.for_spec(spec) is self.pools.local:
+            self.observe("SCHEDULED", body)
+        else:
+            self.pools.submit(spec, self.observe, "SCHEDULED", body)
 
     def submit(self, body: Mapping[str, Any]) -> Future[Outcome]:
         """``reconcile(body)`` on the worker pool for the object's kind of work (see ``service.pools``)."""

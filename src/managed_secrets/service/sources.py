@@ -128,6 +128,7 @@ def store_value(p: Pass, value: SecretValue) -> None:
             # The source identity is recorded when the record is made (an older record keeps what it has).
             attributes=lambda a: a if SOURCE_IDENTITY in a else {**a, SOURCE_IDENTITY: identity},
             known=p.loaded,
+            known_absent=p.absent and p.loaded is None,
         )
     )
     if created:

@@ -115,16 +115,18 @@ class SecretVault:
         *,
         attributes: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
         known: Loaded | None = None,
+        known_absent: bool = False,
     ) -> Loaded | None:
         """``update`` returning the record as now stored (with its new revision), for the caller to keep.
 
         ``known`` is the record the caller has just read (or written): the first attempt computes from it
         instead of reading again; the compare-and-swap write still refuses it if it is stale, and the next
-        attempt reads afresh.
+        attempt reads afresh. ``known_absent``: the caller knows there is no record (the first attempt creates
+        without reading; if one exists after all, the create is refused and the next attempt reads).
         """
         for _ in range(self._max_attempts):
-            loaded = known if known is not None else self.load(key)
-            known = None
+            loaded = known if known is not None or known_absent else self.load(key)
+            known, known_absent = None, False
             before = loaded.record if loaded else None
             after = change(before)
             if after is None:
