@@ -107,8 +107,9 @@ class Sizes:
 FULL = Sizes(
     objects=1000, unrelated=10000, rotations=1000, namespaces=10, threads=8, latency_samples=100, idle_seconds=30
 )
+# The smoke run of `make test`: every step once, small, in about half a minute.
 QUICK = Sizes(
-    objects=200, unrelated=500, rotations=50, namespaces=4, threads=8, latency_samples=20, idle_seconds=10
+    objects=100, unrelated=200, rotations=20, namespaces=2, threads=8, latency_samples=10, idle_seconds=5
 )
 
 
@@ -656,7 +657,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, a 10 s idle window")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, a 5 s idle window")
     parser.add_argument("--objects", type=int, help=f"ManagedSecrets ({FULL.objects}; quick {QUICK.objects})")
     parser.add_argument("--unrelated", type=int, help=f"plain Secrets ({FULL.unrelated}; quick {QUICK.unrelated})")
     parser.add_argument("--rotations", type=int, help=f"rotations (--objects; quick {QUICK.rotations})")
