@@ -40,7 +40,11 @@ coverage: install  ## unit tests under coverage.py; prints the report and fails 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
-test: lint typecheck coverage  ## everything: lint, types, unit tests with coverage, integration tests (the README's test command)
+# The static checks run beside the benchmark's smoke run (one is CPU on one core, the other mostly waits on its
+# own control plane); then the unit tests under coverage; then the integration tests.
+test: install  ## everything: lint, types, a cluster-benchmark smoke run, unit tests with coverage, integration tests (the README's test command)
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck bench-smoke
+	$(MAKE) --no-print-directory coverage
 	$(BIN)/pytest tests/integration -q
 
 demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
@@ -62,9 +66,12 @@ cluster-down: install  ## stop the local control plane
 bench: install  ## benchmarks with figures and ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
 
-.PHONY: bench-cluster
+.PHONY: bench-cluster bench-smoke
 bench-cluster: install  ## the operator on its own local control plane: figures beside same-run baselines (ARGS=--quick)
 	$(BIN)/python -m bench.cluster $(ARGS)
+
+bench-smoke: install  ## the cluster benchmark's quick run (part of make test: figures printed, not asserted)
+	$(BIN)/python -m bench.cluster --quick
 
 image:  ## build the operator image with buildah from a local Debian base (no Docker; root on Debian 12)
 	bash hack/build-image.sh

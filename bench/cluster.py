@@ -102,14 +102,30 @@ class Sizes:
     threads: int
     latency_samples: int
     idle_seconds: float
+    pause_seconds: float
+    """How long to let the operator settle before a memory reading or after a cold start."""
 
 
 FULL = Sizes(
-    objects=1000, unrelated=10000, rotations=1000, namespaces=10, threads=8, latency_samples=100, idle_seconds=30
+    objects=1000,
+    unrelated=10000,
+    rotations=1000,
+    namespaces=10,
+    threads=8,
+    latency_samples=100,
+    idle_seconds=30,
+    pause_seconds=5,
 )
 # The smoke run of `make test`: every step once, small, in about half a minute.
 QUICK = Sizes(
-    objects=100, unrelated=200, rotations=20, namespaces=2, threads=8, latency_samples=10, idle_seconds=5
+    objects=100,
+    unrelated=200,
+    rotations=20,
+    namespaces=2,
+    threads=8,
+    latency_samples=10,
+    idle_seconds=5,
+    pause_seconds=1,
 )
 
 
@@ -425,7 +441,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError("the operator's metrics did not answer within 60s")
             time.sleep(0.2)
-        time.sleep(3)
+        time.sleep(self.sizes.pause_seconds)
         self.rss_idle = self.rss()
         self.record("operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB", note="the RSS figures' baseline")
 
@@ -438,7 +454,7 @@ class Bench:
         seconds = self.parallel(self.create_secret, items)
         rate = f"the raw create rate: {n / seconds:,.0f} Secrets/s with {self.sizes.threads} threads"
         self.record(f"{n:,} unrelated Secrets created", seconds, "s", note=rate)
-        time.sleep(5)
+        time.sleep(self.sizes.pause_seconds)
         self.record_rss("operator RSS with the unrelated Secrets", self.rss())
 
     def cpu(self) -> dict[str, float]:
@@ -578,9 +594,10 @@ class Bench:
             raise BenchError(f"{total} ManagedSecrets exist, {self.created} were created")
         steady = self.settle(self.generous(total))
         rss = self.rss()
-        time.sleep(max(0.0, steady + 5 - time.monotonic()))
+        time.sleep(max(0.0, steady + self.sizes.pause_seconds - time.monotonic()))
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
-        self.writes_table("operator writes during cold start (total, until steady + 5 s)", tally, 1)
+        pause = f"{self.sizes.pause_seconds:g} s"
+        self.writes_table(f"operator writes during cold start (total, until steady + {pause})", tally, 1)
         self.record(
             f"cold start -> steady ({total:,} ManagedSecrets)",
             steady - started,
