@@ -56,9 +56,13 @@ rules:
     verbs: ["watch"]
     resources: [{group: "managedsecrets.io", resources: ["managedsecrets"]}]
   # Reads by ServiceAccounts (the operator's among them), so a test can count the requests a failing object
-  # costs.
+  # costs, and see that every list and watch of Secrets carries a selector.
   - level: Metadata
     verbs: ["get"]
+    userGroups: ["system:serviceaccounts"]
+  - level: Metadata
+    verbs: ["list", "watch"]
+    resources: [{group: "", resources: ["secrets"]}]
     userGroups: ["system:serviceaccounts"]
   - level: None
 """

@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from kubernetes import client
@@ -54,7 +55,9 @@ def watches_started(audit_log: Path, user: str, offset: int) -> int:
     return sum(
         1
         for e in audit_entries(audit_log, user, offset)
-        if e.get("verb") == "watch" and e.get("stage") == "ResponseStarted"
+        if e.get("verb") == "watch"
+        and e.get("stage") == "ResponseStarted"
+        and (e.get("objectRef") or {}).get("resource") == "managedsecrets"
     )
 
 
@@ -98,3 +101,29 @@ def test_idle_operator_makes_no_writes(
     print(f"writes after a restart and {IDLE_SECONDS:.0f}s idle: {dict(writes)}; watches opened: {watches}")
     assert watches >= 2, f"no watch of ManagedSecrets was reopened within {IDLE_SECONDS:.0f}s"
     assert writes == Counter(), f"writes caused by a restart and an idle period: {dict(writes)}"
+
+
+def test_every_list_and_watch_of_secrets_carries_a_selector(
+    operator: OperatorEnvironment, audit_log: Path
+) -> None:
+    """The operator is never sent a Secret it has nothing to do with: the API server filters every list and
+    watch of Secrets it makes by label (projected, sources, store records) or by name (the keyring)."""
+    user = f"system:serviceaccount:{operator.namespace}:managed-secrets-operator"
+    requests = [
+        str(e.get("requestURI"))
+        for e in audit_entries(audit_log, user, 0)
+        if e.get("verb") in ("list", "watch")
+        and e.get("stage") == "ResponseComplete"
+        and (e.get("objectRef") or {}).get("resource") == "secrets"
+    ]
+    assert requests, "the operator lists its Secrets at start-up"
+    unfiltered = [uri for uri in requests if "labelSelector=" not in uri and "fieldSelector=" not in uri]
+    assert unfiltered == [], unfiltered
+    selectors = {
+        unquote(uri.split("labelSelector=")[1].split("&")[0]) for uri in requests if "labelSelector=" in uri
+    }
+    assert selectors == {
+        "managedsecrets.io/managed=true",
+        "managedsecrets.io/source=true",
+        "managedsecrets.io/store=true",
+    }
