@@ -100,7 +100,10 @@ def test_idle_operator_makes_no_writes(
     watches = watches_started(audit_log, user, restart_offset)
     print(f"writes after a restart and {IDLE_SECONDS:.0f}s idle: {dict(writes)}; watches opened: {watches}")
     assert watches >= 2, f"no watch of ManagedSecrets was reopened within {IDLE_SECONDS:.0f}s"
-    assert writes == Counter(), f"writes caused by a restart and an idle period: {dict(writes)}"
+    # Only this test's objects count: the session's operator may still be finishing the deletion of an
+    # earlier test's objects (their namespaces are deleted at teardown), which is work, not idleness.
+    ours = Counter({k: n for k, n in writes.items() if f" {namespace}/" in k or f"/msec.{namespace}." in k})
+    assert ours == Counter(), f"writes caused by a restart and an idle period: {dict(ours)}"
 
 
 def test_every_list_and_watch_of_secrets_carries_a_selector(
