@@ -40,12 +40,14 @@ coverage: install  ## unit tests under coverage.py; prints the report and fails 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
-# The static checks run beside the benchmark's smoke run (one is CPU on one core, the other mostly waits on its
-# own control plane); then the unit tests under coverage; then the integration tests.
-test: install  ## everything: lint, types, a cluster-benchmark smoke run, unit tests with coverage, integration tests (the README's test command)
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck bench-smoke
-	$(MAKE) --no-print-directory coverage
+# The static checks and the unit tests under coverage (one core, one after the other) run beside the cluster
+# benchmark's smoke run (its own control plane, on the other core); then the integration tests.
+test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests (the README's test command)
+	$(MAKE) --no-print-directory -j2 --output-sync=target bench-smoke checks
 	$(BIN)/pytest tests/integration -q
+
+.PHONY: checks
+checks: lint typecheck coverage  ## the static checks, then the unit tests under coverage
 
 demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
 	bash hack/demo.sh
