@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
 import sys
-import threading
-import time
 import tracemalloc
 
 import kopf
@@ -27,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = OperatorConfig.from_env()
-    _return_freed_memory(interval=10.0)
     if os.environ.get("MSO_TRACEMALLOC"):
         _trace_memory(int(os.environ["MSO_TRACEMALLOC"]))
     kopf.configure(
@@ -55,25 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-def _return_freed_memory(interval: float) -> None:
-    """Every ``interval`` seconds, hands the C heap's free pages back to the system (glibc ``malloc_trim``).
-
-    A burst of work (an initial listing, thousands of creates) leaves the heap fragmented: the memory is free
-    inside the process but counted in its RSS, and a container limit sees it. Trimming costs a few ms."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return  # not glibc: nothing to do
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval)
-            trim(0)
-
-    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
 def _trace_memory(frames: int) -> None:
