@@ -14,9 +14,15 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own that a rebuild reuses until pyproject.toml changes; then the
+# package itself, without dependencies.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+COPY README.md ./
 COPY src ./src
-RUN /opt/venv/bin/pip install . \
+RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

@@ -387,10 +387,17 @@ for old in $(
   bah rmi -f "$old" >/dev/null 2>&1 || true
 done
 
+# Layers are kept (--layers), so a rebuild after a source change reuses the dependency layer; the untagged
+# layers of earlier builds are pruned once the store passes 2 GiB (the next build then fills the cache again).
+if [ "$(du -sm "$graph_root" 2>/dev/null | cut -f1)" -gt 2048 ]; then
+  say "pruning cached layers (the image store passed 2 GiB)"
+  bah rmi --prune >/dev/null 2>&1 || true
+fi
+
 say "building $image (buildah bud, chroot isolation)"
 phase_start=$SECONDS
 build_log=$tmp/bud.log
-bud=(bah bud --isolation chroot --pull=never --layers=false --format oci
+bud=(bah bud --isolation chroot --pull=never --layers=true --format oci
   --build-arg "PYTHON_IMAGE=$base_image" --tag "$image"
   --volume "$pip_dir:$BUILD_PIP_DIR:ro")
 if ! "${bud[@]}" --file Dockerfile . >"$build_log" 2>&1; then
