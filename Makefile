@@ -40,14 +40,16 @@ coverage: install  ## unit tests under coverage.py; prints the report and fails 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
-# The static checks and the unit tests under coverage (one core, one after the other) run beside the cluster
-# benchmark's smoke run (its own control plane, on the other core); then the integration tests.
+# Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
+# (its own control plane) followed by the static checks; then the integration tests.
 test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests (the README's test command)
-	$(MAKE) --no-print-directory -j2 --output-sync=target bench-smoke checks
+	$(MAKE) --no-print-directory -j2 --output-sync=target coverage smoke-and-checks
 	$(BIN)/pytest tests/integration -q
 
-.PHONY: checks
-checks: lint typecheck coverage  ## the static checks, then the unit tests under coverage
+.PHONY: smoke-and-checks
+smoke-and-checks: install
+	$(MAKE) --no-print-directory -j1 bench-smoke
+	$(MAKE) --no-print-directory -j1 lint typecheck
 
 demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
 	bash hack/demo.sh
