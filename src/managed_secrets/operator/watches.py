@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from kubernetes import client
 
@@ -51,28 +52,22 @@ class SecretWatches:
         self._store = SecretWatch(
             api, "store", namespace=cfg.namespace, label_selector=f"{STORE_LABEL}=true", timeout_seconds=timeout
         )
-        self._projected = [
-            SecretWatch(
-                api,
-                "projected" + where(ns),
-                namespace=ns,
-                label_selector=f"{MANAGED_LABEL}=true",
-                on_change=self._projected_changed,
-                timeout_seconds=timeout,
-            )
-            for ns in scopes
-        ]
-        self._sources = [
-            SecretWatch(
-                api,
-                "sources" + where(ns),
-                namespace=ns,
-                label_selector=f"{SOURCE_LABEL}=true",
-                on_change=self._source_changed,
-                timeout_seconds=timeout,
-            )
-            for ns in scopes
-        ]
+
+        def per_scope(name: str, label: str, on_change: Callable[[SecretChange], None]) -> list[SecretWatch]:
+            return [
+                SecretWatch(
+                    api,
+                    name + where(ns),
+                    namespace=ns,
+                    label_selector=f"{label}=true",
+                    on_change=on_change,
+                    timeout_seconds=timeout,
+                )
+                for ns in scopes
+            ]
+
+        self._projected = per_scope("projected", MANAGED_LABEL, self._projected_changed)
+        self._sources = per_scope("sources", SOURCE_LABEL, self._source_changed)
         self._all = [self._store, *self._projected, *self._sources]
         if keys is not None:
             self._all.append(

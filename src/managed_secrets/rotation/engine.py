@@ -100,11 +100,15 @@ class RotationEngine:
         read_secret: SecretReader,
         key_id: str | None = None,
         attributes: Attributes | None = None,
+        finish_with_limit: int | None = None,
     ) -> Loaded:
         """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending.
 
         ``attributes`` (e.g. marking the request handled, clearing a recorded create failure) are written
-        in the same compare-and-swap as the pending version.
+        in the same compare-and-swap as the pending version. With ``finish_with_limit`` (for a
+        ``local_only`` strategy) set, test and finish run in memory first and the same write makes the new
+        version current (pruned to that version limit): one store write for the whole rotation, and nothing
+        written if a step raises.
         """
         record = loaded.record
         if record.current is None:
@@ -120,63 +124,24 @@ class RotationEngine:
             return loaded  # created before (resume) or already finished
         ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
         value = strategy.create(ctx)
-        fingerprint = self.vault.fingerprint(value)
-
-        def change(r: SecretRecord | None) -> SecretRecord:
-            assert r is not None
-            version_id = self.vault.next_version_id(r)
-            sealed = self.vault.seal(r.secret_id, version_id, value, key_id)
-            updated, _ = begin_rotation(
-                r, request_id=request_id, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now()
-            )
-            return updated
-
-        result = self._change(key, change, loaded, attributes)
-        failpoint("after-create")
-        return result
-
-    def rotate_at_once(
-        self,
-        key: RecordKey,
-        loaded: Loaded,
-        strategy: RotationStrategy,
-        config: Mapping[str, object],
-        *,
-        request_id: str,
-        read_secret: SecretReader,
-        version_limit: int,
-        key_id: str | None = None,
-        attributes: Attributes | None = None,
-    ) -> Loaded:
-        """All four steps of a ``local_only`` strategy, stored in one compare-and-swap write (the new version
-        current, the old one previous, the request marked by ``attributes``). Raises what a step raised,
-        having written nothing."""
-        record = loaded.record
-        if record.current is None:
-            raise ManagedSecretsError(f"{key} has no current version to rotate yet")
-        if record.pending is not None:
-            raise RotationInProgress(
-                f"rotation request {request_id!r} refused: version {record.pending.id} of {key} is pending"
-            )
-        if record.version_for_request(request_id) is not None:
-            return loaded
-        ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
-        value = strategy.create(ctx)
-        for step in (strategy.set, strategy.test, strategy.finish):
-            step(ctx, value)
+        if finish_with_limit is not None:
+            for step_call in (strategy.set, strategy.test, strategy.finish):
+                step_call(ctx, value)
         fingerprint = self.vault.fingerprint(value)
 
         def change(r: SecretRecord | None) -> SecretRecord:
             r = _req(r)
             version_id = self.vault.next_version_id(r)
             sealed = self.vault.seal(r.secret_id, version_id, value, key_id)
-            begun, _ = begin_rotation(
+            updated, _ = begin_rotation(
                 r, request_id=request_id, fingerprint=fingerprint, sealed=sealed, now=self.vault.clock.now()
             )
-            return apply_prune(finish_rotation(begun, version_id), version_limit)
+            if finish_with_limit is None:
+                return updated
+            return apply_prune(finish_rotation(updated, version_id), finish_with_limit)
 
         result = self._change(key, change, loaded, attributes)
-        failpoint("during-finish")
+        failpoint("after-create" if finish_with_limit is None else "during-finish")
         return result
 
     def advance(

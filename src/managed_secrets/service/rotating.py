@@ -132,34 +132,20 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
 
     started = p.deps.now()
     try:
-        if strategy.local_only:
-            before = p.record
-            p.keep(
-                p.deps.engine.rotate_at_once(
-                    p.key,
-                    p.loaded,
-                    strategy,
-                    config,
-                    request_id=start.request_id,
-                    read_secret=p.read_secret,
-                    version_limit=p.spec.version_limit,
-                    key_id=p.spec.encryption_key,
-                    attributes=attributes,
-                )
+        before = p.record
+        p.keep(
+            p.deps.engine.begin(
+                p.key,
+                p.loaded,
+                strategy,
+                config,
+                request_id=start.request_id,
+                read_secret=p.read_secret,
+                key_id=p.spec.encryption_key,
+                attributes=attributes,
+                finish_with_limit=p.spec.version_limit if strategy.local_only else None,
             )
-        else:
-            p.keep(
-                p.deps.engine.begin(
-                    p.key,
-                    p.loaded,
-                    strategy,
-                    config,
-                    request_id=start.request_id,
-                    read_secret=p.read_secret,
-                    key_id=p.spec.encryption_key,
-                    attributes=attributes,
-                )
-            )
+        )
     except RotationInProgress as e:
         p.deps.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
         _mark(p, start.request_id)
