@@ -40,6 +40,11 @@ class ManagedSecretsError(Exception):
     """Base class of the operator's own errors."""
 
 
+class Fenced(ManagedSecretsError):
+    """This replica may no longer act on the object (its shard moved, or its Lease could not be renewed):
+    the pass stops before its next side effect and writes nothing more; the new owner goes on."""
+
+
 class InvalidRequest(ManagedSecretsError):
     """The request breaks a rule of the secret model; nothing was changed."""
 

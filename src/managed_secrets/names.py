@@ -19,6 +19,13 @@ GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 KIND = "ManagedSecret"
 PLURAL = "managedsecrets"
 FINALIZER = f"{PREFIX}/finalizer"
+# Set by the operator with its finalizer: the shard (0..shards-1) of the object, so that each replica's watch
+# asks the API server for its own shards only (see service.sharding).
+SHARD_LABEL = f"{PREFIX}/shard"
+# Leases in the operator's namespace, one per replica, naming the shards it holds.
+MEMBER_LABEL = f"{PREFIX}/member"
+SHARDS_ANNOTATION = f"{PREFIX}/shards"
+SHARD_COUNT_ANNOTATION = f"{PREFIX}/shard-count"
 # Kopf drops annotations under its storage prefix from the diffed essence, so user-facing annotations
 # (restore, rotate) must not share it: Kopf's bookkeeping gets a sub-domain of its own.
 KOPF_PREFIX = f"kopf.{PREFIX}"

@@ -92,9 +92,17 @@ class Cluster(Protocol):
         """Deletes the Secret (only at ``resource_version`` if given); ``False`` if it was not there."""
         ...
 
-    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
-        """Sets the ManagedSecret's finalizers if it is still at ``resource_version``; ``ApiConflict``
-        otherwise; ``False`` if it is gone."""
+    def set_finalizers(
+        self,
+        namespace: str,
+        name: str,
+        finalizers: list[str],
+        resource_version: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Sets the ManagedSecret's finalizers (and merges ``labels``) if it is still at ``resource_version``;
+        ``ApiConflict`` otherwise; ``False`` if it is gone."""
         ...
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

@@ -154,10 +154,21 @@ class KubernetesCluster:
         )
         return done is not None
 
-    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
+    def set_finalizers(
+        self,
+        namespace: str,
+        name: str,
+        finalizers: list[str],
+        resource_version: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
         # A merge patch carrying the resourceVersion: the API server refuses it (409) if anyone changed the
         # object since, so another controller's finalizer is never dropped.
-        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
+        meta: dict[str, Any] = {"finalizers": list(finalizers), "resourceVersion": resource_version}
+        if labels:
+            meta["labels"] = dict(labels)
+        body = {"metadata": meta}
         done = _call_or_none(
             lambda: self._custom.patch_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, PLURAL, name, body

@@ -175,7 +175,15 @@ class InMemoryCluster:
             self.writes.append(Write("delete", "secrets", namespace, name))
             return True
 
-    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> bool:
+    def set_finalizers(
+        self,
+        namespace: str,
+        name: str,
+        finalizers: list[str],
+        resource_version: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
         with self._lock:
             what = f"ManagedSecret {namespace}/{name}"
             self._check("patch", "managedsecrets", what, name)
@@ -185,6 +193,8 @@ class InMemoryCluster:
             if obj["metadata"].get("resourceVersion") != resource_version:
                 raise ApiConflict("patch", what, 409, "Conflict", "managedsecrets")
             obj["metadata"]["finalizers"] = list(finalizers)
+            if labels:
+                obj["metadata"]["labels"] = {**(obj["metadata"].get("labels") or {}), **labels}
             obj["metadata"]["resourceVersion"] = self._next()
             self.writes.append(Write("patch", "managedsecrets", namespace, name))
             if not finalizers and obj["metadata"].get("deletionTimestamp"):

@@ -20,7 +20,7 @@ from kubernetes import client
 
 from managed_secrets.cluster.watch import SecretChange, SecretWatch
 from managed_secrets.errors import safe_message
-from managed_secrets.names import MANAGED_LABEL, OWNER_ANNOTATION, SOURCE_LABEL, STORE_LABEL
+from managed_secrets.names import MANAGED_LABEL, OWNER_ANNOTATION, SOURCE_ANNOTATION, SOURCE_LABEL, STORE_LABEL
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.service import ManagedSecretService
 from managed_secrets.service.keys import KeyManager
@@ -50,7 +50,12 @@ class SecretWatches:
             return f" in {ns}" if ns else ""
 
         self._store = SecretWatch(
-            api, "store", namespace=cfg.namespace, label_selector=f"{STORE_LABEL}=true", timeout_seconds=timeout
+            api,
+            "store",
+            namespace=cfg.namespace,
+            label_selector=f"{STORE_LABEL}=true",
+            on_change=self._store_changed,
+            timeout_seconds=timeout,
         )
 
         def per_scope(name: str, label: str, on_change: Callable[[SecretChange], None]) -> list[SecretWatch]:
@@ -132,6 +137,11 @@ class SecretWatches:
     def _source_changed(self, change: SecretChange) -> None:
         log.debug("source Secret %s/%s changed", change.namespace, change.name)
         self._service.secret_changed(change.namespace, change.name, change.resource_version, None)
+
+    def _store_changed(self, change: SecretChange) -> None:
+        namespace, _sep, name = change.annotations.get(SOURCE_ANNOTATION, "").partition("/")
+        if change.resource_version is None and namespace and name:
+            self._service.record_deleted(namespace, name)
 
     def _keyring_changed(self, change: SecretChange) -> None:
         if self._keys is None or change.resource_version is None:

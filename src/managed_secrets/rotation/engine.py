@@ -29,7 +29,7 @@ from managed_secrets.domain import (
     record_rotation_failure,
     record_rotation_step,
 )
-from managed_secrets.errors import ManagedSecretsError, RotationInProgress, safe_message
+from managed_secrets.errors import Fenced, ManagedSecretsError, RotationInProgress, safe_message
 from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed, RotationStrategy, SecretReader
 from managed_secrets.store import Loaded, RecordKey, SecretVault
 
@@ -101,6 +101,7 @@ class RotationEngine:
         key_id: str | None = None,
         attributes: Attributes | None = None,
         finish_with_limit: int | None = None,
+        fence: Callable[[], None] = lambda: None,
     ) -> Loaded:
         """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending.
 
@@ -108,7 +109,8 @@ class RotationEngine:
         in the same compare-and-swap as the pending version. With ``finish_with_limit`` (for a
         ``local_only`` strategy) set, test and finish run in memory first and the same write makes the new
         version current (pruned to that version limit): one store write for the whole rotation, and nothing
-        written if a step raises.
+        written if a step raises. ``fence`` is called before each step that reaches outside (it raises
+        ``Fenced`` when this replica may no longer act on the object).
         """
         record = loaded.record
         if record.current is None:
@@ -123,9 +125,11 @@ class RotationEngine:
         if record.version_for_request(request_id) is not None:
             return loaded  # created before (resume) or already finished
         ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
+        fence()
         value = strategy.create(ctx)
         if finish_with_limit is not None:
             for step_call in (strategy.set, strategy.test, strategy.finish):
+                fence()
                 step_call(ctx, value)
         fingerprint = self.vault.fingerprint(value)
 
@@ -153,6 +157,7 @@ class RotationEngine:
         *,
         read_secret: SecretReader,
         version_limit: int,
+        fence: Callable[[], None] = lambda: None,
     ) -> tuple[Loaded, bool]:
         """Runs the remaining steps of the rotation in flight; returns the record and whether it finished.
 
@@ -169,21 +174,26 @@ class RotationEngine:
         step = progress.step
         try:
             if step is RotationStep.CREATE or step is RotationStep.SET:
+                fence()
                 strategy.set(ctx, pending)
                 loaded = self._step(key, loaded, version_id, RotationStep.TEST)
                 failpoint("after-set")
                 step = RotationStep.TEST
             if step is RotationStep.TEST:
+                fence()
                 strategy.test(ctx, pending)
                 loaded = self._step(key, loaded, version_id, RotationStep.FINISH)
                 failpoint("after-test")
                 step = RotationStep.FINISH
+            fence()
             strategy.finish(ctx, pending)
             loaded = self._change(
                 key, lambda r: apply_prune(finish_rotation(_req(r), version_id), version_limit), loaded
             )
             failpoint("during-finish")
             return loaded, True
+        except Fenced:
+            raise  # not a failure of the step: another replica takes the rotation over where it stands
         except Exception as e:
             after = self._fail(key, loaded, version_id, step, e)
             raise RotationFailed(after, e) from e

@@ -16,7 +16,7 @@ from managed_secrets.domain import SecretMetadata, SecretRecord, SecretValue, Ve
 from managed_secrets.domain.schedule import MIN_INTERVAL
 from managed_secrets.errors import ReferenceRefused
 from managed_secrets.metrics import OperatorMetrics
-from managed_secrets.names import PROTECTED_SECRET_TYPES
+from managed_secrets.names import PROTECTED_SECRET_TYPES, SHARD_LABEL
 from managed_secrets.rotation.engine import RotationEngine
 from managed_secrets.service.conditions import Outcome
 from managed_secrets.service.events import EventRecorder
@@ -40,6 +40,8 @@ class Deps:
     min_rotation_interval: dt.timedelta = MIN_INTERVAL
     revisions: Callable[[], Revisions | None] = lambda: None
     """What the operator's filtered watches list now (``None`` before they run, and in tests without them)."""
+    fence: Callable[[RecordKey], None] = lambda _key: None
+    """Raises ``Fenced`` when this replica may no longer act on the object (see ``service.sharding``)."""
 
     def now(self) -> dt.datetime:
         return self.vault.clock.now()
@@ -80,6 +82,10 @@ class Pass:
         self.loaded = loaded
         return self.record
 
+    def fence(self) -> None:
+        """Called before each side effect: raises ``Fenced`` once the object is no longer this replica's."""
+        self.deps.fence(self.key)
+
     def open(self, version: Version) -> SecretValue:
         """The plaintext of ``version``, decrypted at most once per pass (and never kept beyond it)."""
         record = self.record
@@ -104,7 +110,7 @@ class Pass:
             created=now or self.deps.now(),
             description=self.spec.description,
             encryption_key=self.spec.encryption_key,
-            tags=tuple(sorted(r.labels.items())),
+            tags=tuple(sorted((k, v) for k, v in r.labels.items() if k != SHARD_LABEL)),
         )
 
     def read_secret(self, name: str) -> Mapping[str, bytes]:

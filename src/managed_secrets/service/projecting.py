@@ -30,6 +30,7 @@ def project(p: Pass) -> None:
     )
     owner = resource.owner
     old_name = str(resource.status.get("projectedSecret") or "")
+    p.fence()
     with p.deps.metrics.time_projection():
         listed = p.deps.listed()
         applied = apply_projection(
@@ -64,6 +65,7 @@ def project(p: Pass) -> None:
         outcome.add("Drifted", "False", "InSync", f"Secret {desired.name} is in sync")
     targets = [RestartTarget(t["kind"], t["name"]) for t in spec.raw.get("restartTargets") or []]
     if targets and action not in _REPORTED:
+        p.fence()
         rolled = restart_targets(
             cluster, resource.namespace, targets, resource.name, current.id, first_version=current.number == 1
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -21,6 +22,7 @@ from managed_secrets.cluster import Cluster
 from managed_secrets.domain.clock import iso_seconds
 from managed_secrets.domain.schedule import MIN_INTERVAL
 from managed_secrets.errors import (
+    Fenced,
     InvalidRequest,
     KeyringError,
     KubernetesApiError,
@@ -32,7 +34,7 @@ from managed_secrets.errors import (
     safe_message,
 )
 from managed_secrets.metrics import OperatorMetrics
-from managed_secrets.names import ADMISSION_POLICY, FINALIZER
+from managed_secrets.names import ADMISSION_POLICY, FINALIZER, SHARD_LABEL
 from managed_secrets.projection import ProjectionConflict, ProjectionError, ProjectionRejected, RenderError
 from managed_secrets.projection.restart import RestartError
 from managed_secrets.rotation.engine import Backoff, RotationEngine
@@ -46,6 +48,7 @@ from managed_secrets.service.projecting import project
 from managed_secrets.service.resource import ManagedSecretResource
 from managed_secrets.service.rotating import rotate
 from managed_secrets.service.scheduler import Scheduler
+from managed_secrets.service.sharding import Share
 from managed_secrets.service.sources import ensure_value
 from managed_secrets.service.spec import ManagedSecretSpec
 from managed_secrets.service.stage_moves import move_stage
@@ -91,7 +94,10 @@ class ManagedSecretService:
         min_rotation_interval: dt.timedelta = MIN_INTERVAL,
         local_workers: int = 8,
         external_workers: int = 4,
+        share: Share | None = None,
     ) -> None:
+        # The shards this replica serves (every one when it runs alone): checked before each side effect.
+        self.share = share or Share(1, everything=True)
         self.operator_namespace = operator_namespace
         # Set at start-up: whether the admission policy is bound (None: the operator cannot tell).
         self.admission_policy_installed: bool | None = None
@@ -101,7 +107,14 @@ class ManagedSecretService:
         self.events = EventRecorder(cluster)
         self.engine = RotationEngine(vault, backoff or Backoff())
         self.deps = Deps(
-            vault, cluster, self.events, self.metrics, self.engine, min_rotation_interval, lambda: self.revisions
+            vault,
+            cluster,
+            self.events,
+            self.metrics,
+            self.engine,
+            min_rotation_interval,
+            lambda: self.revisions,
+            self._fence,
         )
         self.pools = WorkPools(local_workers, external_workers)
         self.metrics.track_pending(lambda: self.pools.pending)
@@ -114,6 +127,8 @@ class ManagedSecretService:
         # What the operator's Secret watches list now; set at start-up (``None``: every resume reads).
         self.revisions: Revisions | None = None
         self._failures: dict[RecordKey, int] = {}
+        # The shard of each object seen (its label's, else its name's hash): what ``release`` drains.
+        self._shards: dict[RecordKey, int] = {}
 
     def _lock(self, key: RecordKey) -> threading.RLock:
         with self._locks_guard:
@@ -139,12 +154,21 @@ class ManagedSecretService:
         """
         meta = body.get("metadata") or {}
         key = RecordKey(str(meta["namespace"]), str(meta["name"]))
-        if event_type == "DELETED":
+        if event_type in ("DELETED", "RELEASED"):
+            # RELEASED: it left this replica's share (another replica serves it now); nothing is written.
             self.forget(key.namespace, key.name)
             return
+        shard = self.share.shard(key.namespace, key.name, meta.get("labels"))
+        if not self.share.holds(shard):
+            if self.watched.seen(key):
+                self.forget(key.namespace, key.name)
+            return
+        self._shards[key] = shard
         try:
             with self._lock(key):
                 self._observe(event_type, body, key)
+        except Fenced:
+            log.info("ManagedSecret %s is no longer served by this replica; its new owner goes on", key)
         except Exception as e:  # whatever it is, it is logged safely and retried
             self.watched.unhandled(key)
             attempts = self._failures.get(key, 0) + 1
@@ -177,9 +201,18 @@ class ManagedSecretService:
         if not forced and self.watched.is_echo(resource):
             return
         first = not self.watched.seen(key)
-        if FINALIZER not in finalizers:
-            # The one metadata write a ManagedSecret costs: deletion waits for its versions to be kept or purged.
-            self.cluster.set_finalizers(key.namespace, key.name, [*finalizers, FINALIZER], version)
+        shard = str(self._shards.get(key, 0))
+        labelled = (meta.get("labels") or {}).get(SHARD_LABEL) == shard
+        if FINALIZER not in finalizers or not labelled:
+            # The one metadata write a ManagedSecret costs: deletion waits for its versions to be kept or purged,
+            # and the shard label lets each replica's watch select its own objects.
+            self._fence(key)
+            if FINALIZER not in finalizers:
+                finalizers = [*finalizers, FINALIZER]
+            self.cluster.set_finalizers(key.namespace, key.name, finalizers, version, labels={SHARD_LABEL: shard})
+            labels = {**(meta.get("labels") or {}), SHARD_LABEL: shard}
+            body = {**body, "metadata": {**meta, "labels": labels, "finalizers": finalizers}}
+            resource = ManagedSecretResource.from_body(body)  # its echo is recognised by these labels
         elif first and not forced and self._resume(resource):
             self.watched.handled(resource)
             return
@@ -208,10 +241,18 @@ class ManagedSecretService:
         revision our last reconcile left it at is the echo of our own write and is dropped.
         """
         owner_ns, _sep, owner_name = (owner or "").partition("/")
-        if owner_ns == namespace and owner_name:
+        # Only objects this replica serves (it has seen them through its share's watch); another replica's
+        # watch brought the same event to their owner.
+        if owner_ns == namespace and owner_name and self.watched.seen(RecordKey(namespace, owner_name)):
             self.pools.submit({}, self._projected_changed, RecordKey(namespace, owner_name), resource_version)
         for ms_name in self.watched.owners_of_source(namespace, name):
             self.pools.submit({}, self._source_changed, namespace, ms_name)
+
+    def record_deleted(self, namespace: str, name: str) -> None:
+        """A store record went away (purged by the replica that runs the sweep, or deleted by hand): an object
+        this replica serves is reconciled (it starts afresh after a purge, or reports its lost store)."""
+        if self.watched.seen(RecordKey(namespace, name)):
+            self.pools.submit({}, self._scheduled, namespace, name)
 
     def _source_changed(self, namespace: str, name: str) -> None:
         self._scheduled(namespace, name, here=True)
@@ -251,8 +292,31 @@ class ManagedSecretService:
             return None
         return body
 
+    def _fence(self, key: RecordKey) -> None:
+        shard = self._shards.get(key)
+        if not self.share.holds(shard if shard is not None else self.share.shard(key.namespace, key.name)):
+            raise Fenced(f"ManagedSecret {key} is no longer served by this replica")
+
+    def release(self, shards: frozenset[int | str], timeout: float) -> None:
+        """The shards left this replica's share (``share`` already says so, so no new side effect starts on
+        them): forget their objects, and wait (at most ``timeout`` seconds) for passes still running on them."""
+        deadline = time.monotonic() + timeout
+        keys = [k for k, s in list(self._shards.items()) if s in shards]
+        for key in keys:
+            lock = self._lock(key)
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                lock.release()
+            else:
+                log.warning("a pass on %s is still running while its shard moves to another replica", key)
+            self.forget(key.namespace, key.name)
+
+    def served(self) -> int:
+        """How many ManagedSecrets this replica serves now."""
+        return len(self._shards)
+
     def forget(self, namespace: str, name: str) -> None:
         key = RecordKey(namespace, name)
+        self._shards.pop(key, None)
         self.watched.forget(key)
         with self._locks_guard:
             self._locks.pop(key, None)
@@ -274,6 +338,8 @@ class ManagedSecretService:
         """Purges records past their recovery window; a ManagedSecret that waited for one starts afresh."""
         purged = lifecycle.purge_expired(self.deps)
         for key in purged:
+            if not self.share.owns(key.namespace, key.name):
+                continue  # its owner hears of the purge from its store watch (``record_deleted``)
             try:
                 self.reconcile_by_name(key.namespace, key.name)
             except ManagedSecretsError as e:
@@ -295,6 +361,7 @@ class ManagedSecretService:
         p: Pass | None = None
         self.watched.takes_value_from(resource.key, source_of(resource.raw_spec))
         try:
+            self._fence(resource.key)
             if resource.namespace == self.operator_namespace:
                 raise ReferenceRefused(
                     f"ManagedSecrets in the operator's own namespace {resource.namespace} are not served: it "
@@ -308,6 +375,10 @@ class ManagedSecretService:
                     move_stage(p)
                     rotate(p)
                     project(p)
+        except Fenced:
+            # Nothing more is written (status included): the object's new owner takes it from the store.
+            log.info("stopped the pass on %s: it is no longer served by this replica", resource.key)
+            return outcome
         except ManagedSecretsError as e:
             if isinstance(e, StoreError):
                 self.metrics.count_store_error("reconcile", e)
@@ -387,6 +458,7 @@ class ManagedSecretService:
         new.update(rotation_fields)
         new["retry"] = outcome.retry
         if status_differs(resource.status, new):
+            self._fence(resource.key)
             # Written along when the status changes anyway, never on its own: a hint for the next start-up.
             new["revisions"] = _revisions(resource, outcome)
             self.cluster.patch_status(resource.namespace, resource.name, new)

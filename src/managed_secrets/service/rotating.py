@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from managed_secrets.domain.clock import iso
 from managed_secrets.domain.schedule import RotationSchedule
-from managed_secrets.errors import InvalidRequest, ManagedSecretsError, RotationInProgress
+from managed_secrets.errors import Fenced, InvalidRequest, ManagedSecretsError, RotationInProgress
 from managed_secrets.metrics import RotationResult
 from managed_secrets.names import (
     CREATE_FAILURES,
@@ -144,8 +144,11 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
                 key_id=p.spec.encryption_key,
                 attributes=attributes,
                 finish_with_limit=p.spec.version_limit if strategy.local_only else None,
+                fence=p.fence,
             )
         )
+    except Fenced:
+        raise
     except RotationInProgress as e:
         p.deps.metrics.record_rotation(strategy.name, RotationResult.REFUSED)
         _mark(p, start.request_id)
@@ -187,7 +190,13 @@ def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) 
     assert progress is not None
     try:
         loaded, finished = p.deps.engine.advance(
-            p.key, p.loaded, strategy, config, read_secret=p.read_secret, version_limit=p.spec.version_limit
+            p.key,
+            p.loaded,
+            strategy,
+            config,
+            read_secret=p.read_secret,
+            version_limit=p.spec.version_limit,
+            fence=p.fence,
         )
     except RotationFailed as e:
         p.deps.metrics.record_rotation(strategy.name, RotationResult.FAILED)
