@@ -146,11 +146,44 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self._objects.set_function(lambda: len(self._conditions))
+        self._is_leader = Gauge(
+            "managed_secrets_is_leader",
+            "1 while this replica runs the cluster-wide jobs (purge sweep, KEK re-wrap, keyring creation).",
+            registry=self.registry,
+        )
+        self._owned_shards = Gauge(
+            "managed_secrets_owned_shards",
+            "Shards of ManagedSecrets this replica serves now (managed_secrets_objects counts their objects).",
+            registry=self.registry,
+        )
+        self._replicas = Gauge(
+            "managed_secrets_replicas",
+            "Live replicas this replica sees (member Leases renewed within their duration).",
+            registry=self.registry,
+        )
+        self._handovers = Counter(
+            "managed_secrets_shard_handovers_total",
+            "Shards this replica claimed or released.",
+            ["direction"],
+            registry=self.registry,
+        )
         self._pending = Gauge(
             "managed_secrets_pending_work",
             "Reconciles queued or running on the worker pools.",
             registry=self.registry,
         )
+
+    def track_membership(
+        self, *, leader: Callable[[], bool], shards: Callable[[], int], replicas: Callable[[], int]
+    ) -> None:
+        """Serves the replica's view of the membership (see ``service.sharding``)."""
+        self._is_leader.set_function(lambda: 1.0 if leader() else 0.0)
+        self._owned_shards.set_function(shards)
+        self._replicas.set_function(replicas)
+
+    def count_handover(self, direction: str, shards: int) -> None:
+        """``direction``: ``claimed`` or ``released``."""
+        self._handovers.labels(direction).inc(shards)
 
     def track_pending(self, count: Callable[[], int]) -> None:
         """Serves ``count()`` as the pending-work gauge (the worker pools' queued and running reconciles)."""

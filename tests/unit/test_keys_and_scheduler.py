@@ -70,6 +70,10 @@ def test_kek_rotation_rewraps_every_version_and_retires_the_old_key(
     new = keys.handle_request({ROTATE_KEK_ANNOTATION: "kek-1"})
     assert new is not None and new != old
     stored, _, annotations = secret.read()
+    # Retired only when a second sweep finds it unused too (another replica may still seal under it briefly).
+    assert stored.primary_key_id() == new and old in stored.key_ids()
+    assert keys.rewrap_all() == 0
+    stored, _, annotations = secret.read()
     assert stored.primary_key_id() == new and old not in stored.key_ids()
     assert annotations[KEK_HANDLED_ANNOTATION] == "kek-1"
     for name in ("one", "two"):

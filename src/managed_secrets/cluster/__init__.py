@@ -4,6 +4,15 @@
 this package itself imports no client library.
 """
 
-from managed_secrets.cluster.base import Cluster, EventRef, LiveSecret, OwnerRef, SecretObject, WorkloadRef
+from managed_secrets.cluster.base import (
+    Cluster,
+    EventRef,
+    LeaseRecord,
+    Leases,
+    LiveSecret,
+    OwnerRef,
+    SecretObject,
+    WorkloadRef,
+)
 
-__all__ = ["Cluster", "EventRef", "LiveSecret", "OwnerRef", "SecretObject", "WorkloadRef"]
+__all__ = ["Cluster", "EventRef", "LeaseRecord", "Leases", "LiveSecret", "OwnerRef", "SecretObject", "WorkloadRef"]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Cluster", "EventRef", "LiveSecret", "OwnerRef", "SecretObject", "WorkloadRef"]
+__all__ = ["Cluster", "EventRef", "LeaseRecord", "Leases", "LiveSecret", "OwnerRef", "SecretObject", "WorkloadRef"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,37 @@ class Cluster(Protocol):
     def patch_workload_template_annotations(self, ref: WorkloadRef, annotations: Mapping[str, str]) -> None:
         """Merge-patches the pod template annotations (which rolls the workload's pods once)."""
         ...
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A replica's member Lease as read (see ``cluster.leases``)."""
+
+    name: str
+    identity: str
+    revision: str
+    held: str
+    leaving: bool
+    shard_count: int | None
+
+
+class Leases(Protocol):
+    """The replicas' member Leases: ``cluster.leases`` on Kubernetes, an in-memory one in unit tests."""
+
+    def list(self) -> list[LeaseRecord]: ...
+
+    def write(
+        self,
+        name: str,
+        identity: str,
+        *,
+        held: str,
+        shard_count: int,
+        lease_seconds: int,
+        revision: str | None,
+        leaving: bool = False,
+    ) -> str:
+        """Creates (``revision`` ``None``) or renews the Lease ``name``; returns its new resourceVersion."""
+        ...
+
+    def delete(self, name: str, revision: str | None = None) -> None: ...

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
-__all__ = ["SecretChange", "SecretWatch"]
+__all__ = ["ObjectWatch", "SecretChange", "SecretWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,9 @@ class SecretWatch:
         self._revisions: dict[tuple[str, str], str] = {}
         self.synced = threading.Event()
         self._stop = threading.Event()
+        self._restart = threading.Event()
+        self._selector_changed = False
+        self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
 
     # --- what it knows -------------------------------------------------------------------------------------
@@ -91,22 +94,50 @@ class SecretWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        self._interrupt()
+
+    def set_label_selector(self, label_selector: str | None) -> None:
+        """Lists again with ``label_selector`` (``None``: lists nothing); what the new listing lacks is reported
+        as gone (``_seen`` with kind ``RELEASED``)."""
+        if label_selector:
+            self._selectors["label_selector"] = label_selector
+        else:
+            self._selectors.pop("label_selector", None)
+        self._paused = not label_selector
+        self._selector_changed = True
+        self._restart.set()
+        self._interrupt()
+
+    _paused = False
+
+    def _interrupt(self) -> None:
+        response = self._response
+        if response is not None:
+            try:
+                response.close()  # the stream's read in the watch thread ends with an error, which is expected
+            except Exception as e:
+                log.debug("watch %s: closing the stream: %s", self.name, _describe(e))
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
+                self._restart.clear()
                 version = self._list()
                 self.synced.set()
                 failures = 0
-                while not self._stop.is_set():
+                while not self._stop.is_set() and not self._restart.is_set():
                     version = self._watch(version)
+                    if self._paused:
+                        self._restart.wait(1.0)
             except _Gone:
                 log.info("watch %s: resourceVersion expired; listing again", self.name)
                 failures = 0
                 if self._stop.wait(0.5):
                     return
             except Exception as e:  # a connection reset, a 5xx, a token being rotated: back off and go on
+                if self._restart.is_set() or self._stop.is_set():
+                    continue  # the stream was closed on purpose: list again (with the new selector) at once
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter only
                 log.warning("watch %s failed (retry in %.1fs): %s", self.name, delay, _describe(e))
@@ -123,34 +154,43 @@ class SecretWatch:
         listed: dict[tuple[str, str], str] = {}
         cont: str | None = None
         version = ""
-        while True:
+        relist = self.synced.is_set()
+        released = self._selector_changed
+        self._selector_changed = False
+        while not self._paused:
             response = self._call(limit=self._page_size, _continue=cont, _request_timeout=(10, 60))
             page = json.loads(response.data)
             for item in page.get("items") or []:
                 meta = item.get("metadata") or {}
                 key = (str(meta.get("namespace")), str(meta.get("name")))
                 listed[key] = str(meta.get("resourceVersion"))
-                if self._report_listed and not self.synced.is_set():
-                    self._emit(key, listed[key], meta.get("annotations") or {})
+                if not relist:
+                    self._seen("LISTED", key, listed[key], item)
+                elif self._revisions.get(key) != listed[key]:
+                    self._seen("MODIFIED" if key in self._revisions else "ADDED", key, listed[key], item)
             page_meta = page.get("metadata") or {}
             version = str(page_meta.get("resourceVersion") or version)
             cont = page_meta.get("continue")
             if not cont:
                 break
-        if self.synced.is_set():
-            # A list after the watch fell behind: report what changed or went away meanwhile.
-            for key, old in list(self._revisions.items()):
-                new = listed.get(key)
-                if new != old:
-                    self._emit(key, new, {})
-            for key, new in listed.items():
-                if key not in self._revisions:
-                    self._emit(key, new, {})
+        # A list after the watch fell behind (or its selector changed): report what went away meanwhile.
+        for key in [k for k in self._revisions if k not in listed]:
+            meta = {"namespace": key[0], "name": key[1]}
+            self._seen("RELEASED" if released else "DELETED", key, None, {"metadata": meta})
         self._revisions = listed
         return version
 
+    def _seen(self, kind: str, key: tuple[str, str], version: str | None, item: Mapping[str, Any]) -> None:
+        """One object from a listing (kind ``LISTED`` on the first one) or a watch event."""
+        if kind == "LISTED" and not self._report_listed:
+            return
+        annotations = (item.get("metadata") or {}).get("annotations") or {} if kind != "RELEASED" else {}
+        self._emit(key, version, annotations)
+
     def _watch(self, version: str) -> str:
-        response = self._call(
+        if self._paused:
+            return version
+        response = self._response = self._call(
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
@@ -172,13 +212,14 @@ class SecretWatch:
                 key = (str(meta.get("namespace")), str(meta.get("name")))
                 if kind == "DELETED":
                     self._revisions.pop(key, None)
-                    self._emit(key, None, meta.get("annotations") or {})
+                    self._seen("DELETED", key, None, obj)
                 else:
                     self._revisions[key] = version
-                    self._emit(key, version, meta.get("annotations") or {})
-                if self._stop.is_set():
+                    self._seen(str(kind), key, version, obj)
+                if self._stop.is_set() or self._restart.is_set():
                     break
         finally:
+            self._response = None
             response.release_conn()
         return version
 
@@ -201,3 +242,55 @@ def _describe(error: Exception) -> str:
     # Never an exception's text from the client: it can quote a response body (Secret data).
     status = getattr(error, "status", None)
     return f"{type(error).__name__}" + (f" HTTP {status}" if status else "")
+
+
+class ObjectWatch(SecretWatch):
+    """The same list-then-watch loop for ManagedSecrets, handing each whole object to ``on_event(kind, body)``.
+
+    ``kind`` is ``None`` for the objects of the first listing (as a start-up listing), ``ADDED``/``MODIFIED``/
+    ``DELETED`` for watch events and for what a later listing found changed, and ``RELEASED`` for objects that
+    left the watch's label selector when it was changed (another replica serves them now). ``on_event`` may
+    block: that is the back-pressure that keeps a listing of many objects from being held in memory at once
+    (only one page is).
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        name: str,
+        *,
+        group: str,
+        version: str,
+        plural: str,
+        on_event: Callable[[str | None, Mapping[str, Any]], None],
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page_size: int = 500,
+        timeout_seconds: int = 300,
+    ) -> None:
+        super().__init__(
+            api,
+            name,
+            namespace=namespace,
+            label_selector=label_selector,
+            page_size=page_size,
+            timeout_seconds=timeout_seconds,
+        )
+        self._custom = client.CustomObjectsApi(api)
+        self._resource = (group, version, plural)
+        self._on_event = on_event
+        self._paused = not label_selector
+
+    def _call(self, **kwargs: Any) -> Any:
+        kwargs.update(self._selectors)
+        if self._namespace:
+            return self._custom.list_namespaced_custom_object(
+                *self._resource[:2], self._namespace, self._resource[2], _preload_content=False, **kwargs
+            )
+        return self._custom.list_cluster_custom_object(*self._resource, _preload_content=False, **kwargs)
+
+    def _seen(self, kind: str, key: tuple[str, str], version: str | None, item: Mapping[str, Any]) -> None:
+        try:
+            self._on_event(None if kind == "LISTED" else kind, item)
+        except Exception as e:  # one failing callback never stops the watch
+            log.warning("watch %s: handling %s/%s failed: %s", self.name, key[0], key[1], _describe(e))

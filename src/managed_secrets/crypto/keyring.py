@@ -163,6 +163,23 @@ class LocalKeyring(KeyProvider):
                 self._primary = key_id
         return key_id
 
+    def merge(self, other: LocalKeyring) -> bool:
+        """Takes the keys of ``other`` this keyring lacks and its primary (a replica following the keyring
+        Secret another replica rotated); keys ``other`` lacks are kept. Returns whether anything changed."""
+        if other.hash_key != self._hash_key:
+            raise KeyringError("the keyring Secret holds another keyring (its fingerprint key differs)")
+        with other._lock:
+            keys, primary, number = dict(other._keys), other._primary, other._next_number
+        with self._lock:
+            new = {k: m for k, m in keys.items() if k not in self._keys}
+            for key_id, material in new.items():
+                self._keys[key_id] = material
+                self._ciphers[key_id] = AESGCM(material)
+            changed = bool(new) or primary != self._primary
+            self._primary = primary
+            self._next_number = max(self._next_number, number)
+        return changed
+
     def set_primary(self, key_id: str) -> None:
         """Make an existing key the primary (`KeyNotFound` if the keyring has no such key)."""
         with self._lock:

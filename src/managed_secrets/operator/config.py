@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ class OperatorConfig:
     metrics_port: int = 9090
     watch_timeout_seconds: int = 300
     min_rotation_interval_seconds: float = 60.0
+    identity: str = ""
+    shards: int = 16
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -42,6 +47,11 @@ class OperatorConfig:
             metrics_port=int(env.get("MSO_METRICS_PORT", "9090")),
             watch_timeout_seconds=int(env.get("MSO_WATCH_TIMEOUT_SECONDS", "300")),
             min_rotation_interval_seconds=float(env.get("MSO_MIN_ROTATION_INTERVAL_SECONDS", "60")),
+            # The pod's name (the chart passes it in): each replica's member Lease is named after it.
+            identity=env.get("MSO_IDENTITY") or env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            shards=max(1, int(env.get("MSO_SHARDS", "16"))),
+            lease_seconds=float(env.get("MSO_LEASE_SECONDS", "15")),
+            lease_renew_seconds=float(env.get("MSO_LEASE_RENEW_SECONDS", "2")),
         )
 
 

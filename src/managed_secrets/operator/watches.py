@@ -18,16 +18,28 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from managed_secrets.cluster.watch import SecretChange, SecretWatch
+from managed_secrets.cluster.watch import ObjectWatch, SecretChange, SecretWatch
 from managed_secrets.errors import safe_message
-from managed_secrets.names import MANAGED_LABEL, OWNER_ANNOTATION, SOURCE_ANNOTATION, SOURCE_LABEL, STORE_LABEL
+from managed_secrets.names import (
+    API_GROUP,
+    API_VERSION,
+    MANAGED_LABEL,
+    OWNER_ANNOTATION,
+    PLURAL,
+    SHARD_LABEL,
+    SOURCE_ANNOTATION,
+    SOURCE_LABEL,
+    STORE_LABEL,
+)
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.service import ManagedSecretService
+from managed_secrets.service.dispatch import Dispatcher
 from managed_secrets.service.keys import KeyManager
+from managed_secrets.service.sharding import Shard
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
 
-__all__ = ["SecretWatches"]
+__all__ = ["ManagedSecretWatches", "SecretWatches"]
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +170,65 @@ def _first(watches: list[SecretWatch], namespace: str, name: str) -> str | None:
         if found is not None:
             return found
     return None
+
+
+class ManagedSecretWatches:
+    """The ManagedSecret watches of this replica, per scope (every namespace, or each watched one):
+
+    - its share: label ``managedsecrets.io/shard in (...)`` for the shards it serves, changed (a new listing)
+      whenever they change, and paused while it serves none;
+    - new objects: ``managedsecrets.io/shard notin (0..n-1)``, i.e. not labelled yet; every replica sees these
+      few, and the one whose shard the name hashes to labels it (with the finalizer) and serves it.
+
+    Objects go through the ``Dispatcher`` (one pending entry per object, the listing throttled to the workers).
+    """
+
+    def __init__(
+        self, api: client.ApiClient, cfg: OperatorConfig, dispatcher: Dispatcher, initial: frozenset[Shard]
+    ) -> None:
+        scopes: tuple[str | None, ...] = cfg.watch_namespaces or (None,)
+        every = ",".join(str(s) for s in range(cfg.shards))
+        self._dispatcher = dispatcher
+
+        def watch(name: str, ns: str | None, selector: str | None) -> ObjectWatch:
+            return ObjectWatch(
+                api,
+                name + (f" in {ns}" if ns else ""),
+                group=API_GROUP,
+                version=API_VERSION,
+                plural=PLURAL,
+                on_event=dispatcher.offer,
+                namespace=ns,
+                label_selector=selector,
+                timeout_seconds=cfg.watch_timeout_seconds,
+            )
+
+        self._share = [watch("managedsecrets", ns, _selector(initial)) for ns in scopes]
+        self._new = [watch("new managedsecrets", ns, f"{SHARD_LABEL} notin ({every})") for ns in scopes]
+        self._selector = _selector(initial)
+
+    def start(self) -> None:
+        for w in (*self._new, *self._share):
+            w.start()
+
+    def stop(self) -> None:
+        self._dispatcher.stop()
+        for w in (*self._new, *self._share):
+            w.stop()
+
+    def follow(self, active: frozenset[Shard]) -> None:
+        """The shards this replica serves changed: list its share again (what left is released)."""
+        selector = _selector(active)
+        if selector == self._selector:
+            return
+        self._selector = selector
+        for w in self._share:
+            w.set_label_selector(selector)
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._share)
+
+
+def _selector(active: frozenset[Shard]) -> str | None:
+    numbers = sorted(s for s in active if isinstance(s, int))
+    return f"{SHARD_LABEL} in ({','.join(str(n) for n in numbers)})" if numbers else None

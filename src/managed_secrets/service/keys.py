@@ -31,6 +31,18 @@ class KeyManager:
         self.keyring = keyring
         self.secret = secret
         self._lock = threading.Lock()
+        # Keys found unused by a sweep: retired only if the next sweep finds them unused too (another replica
+        # may have sealed under the old primary just before it heard of the new one).
+        self._unused: set[str] = set()
+
+    def sync(self) -> bool:
+        """A replica that does not run the KEK jobs takes the keyring Secret's keys and primary (another
+        replica rotated it); returns whether anything changed. Keys are never dropped here."""
+        stored, _, _ = self.secret.read()
+        changed = self.keyring.merge(stored)
+        if changed:
+            log.info("keyring reloaded: primary key-encryption key %s", self.keyring.primary_key_id())
+        return changed
 
     def handle_request(self, annotations: dict[str, str]) -> str | None:
         """Starts a KEK rotation if the keyring Secret carries a request not handled yet; returns the new id."""
@@ -119,7 +131,8 @@ class KeyManager:
         return replace(record, versions=versions)
 
     def _retire(self, in_use: set[str]) -> None:
-        unused = self.keyring.key_ids() - in_use - {self.keyring.primary_key_id()}
+        found = self.keyring.key_ids() - in_use - {self.keyring.primary_key_id()}
+        unused, self._unused = found & self._unused, found
         if not unused:
             return
         with self._lock:

@@ -119,6 +119,11 @@ class Membership:
         """Our Lease was written; the write began at ``started_at`` (monotonic)."""
         self._renewed_at = started_at
 
+    @property
+    def fenced_at(self) -> float:
+        """When this replica must stop acting unless it renews again (monotonic)."""
+        return -math.inf if self._renewed_at is None else self._renewed_at + self.fence_seconds
+
     def fresh(self, now: float) -> bool:
         """Whether this replica may act at all: its last renewal began less than ``fence_seconds`` ago."""
         return self._renewed_at is not None and now - self._renewed_at < self.fence_seconds

@@ -1,0 +1,199 @@
+"""The renewal loop of one replica: read every member Lease, release and claim shards, renew our Lease.
+
+The decisions are ``service.sharding``'s; this is the I/O around them, against a ``Leases`` store (the
+Kubernetes one in ``cluster.leases``; an in-memory one in the unit tests, which run several coordinators
+against it). ``round()`` is one step, so tests drive it with a fake clock; ``start()`` runs it every
+``renew_seconds`` in a thread.
+
+Order within a round, and why:
+1. read every Lease (a quorum read);
+2. shards we should not act on any more leave ``share`` at once (the fence), then their passes are drained,
+   and only then does our Lease stop naming them: the next owner can start only after we stopped;
+3. claims are written with the renewal;
+4. after a claim, every Lease is read again: a claimed shard nobody else holds is ours to act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from managed_secrets.cluster import Leases
+from managed_secrets.errors import safe_message
+from managed_secrets.service.sharding import LEADER, Member, Membership, Shard, Share, format_held, parse_held
+
+__all__ = ["Coordinator"]
+
+log = logging.getLogger(__name__)
+
+
+ActiveChanged = Callable[[frozenset[Shard]], None]
+"""Told the shards this replica acts on, each time they change (the ManagedSecret watches follow it)."""
+Release = Callable[[frozenset[Shard], float], None]
+"""Drains the passes still running on shards that left (at most the given seconds)."""
+
+
+class Coordinator:
+    def __init__(
+        self,
+        leases: Leases,
+        *,
+        identity: str,
+        lease_name: str,
+        share: Share,
+        lease_seconds: float,
+        renew_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_count: Callable[[str, int], None] = lambda _direction, _n: None,
+    ) -> None:
+        self.identity = identity
+        self.lease_name = lease_name
+        self.share = share
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds
+        fence = max(renew_seconds, lease_seconds - 2 * renew_seconds)
+        self.membership = Membership(identity, share.shards, lease_seconds, fence)
+        self._leases = leases
+        self._clock = clock
+        self._on_count = on_count
+        self._held: frozenset[Shard] = frozenset()
+        self._active: frozenset[Shard] = frozenset()
+        self._revision: str | None = None
+        self._listeners: list[ActiveChanged] = []
+        self._release: Release = lambda _shards, _timeout: None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="coordinator", daemon=True)
+        self.live_members = 0
+
+    @property
+    def active(self) -> frozenset[Shard]:
+        return self._active
+
+    def attach(self, on_active: ActiveChanged, release: Release) -> None:
+        """Follows the active shards from now on (told the current ones at once)."""
+        self._listeners.append(on_active)
+        self._release = release
+        on_active(self.share.active)
+
+    # --- running -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def stop(self, drain_seconds: float = 10.0) -> None:
+        """Leaves: stops acting on every shard, drains, and deletes our Lease (others claim at once)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.renew_seconds + 10)
+        self._set_active(frozenset(), drain_seconds)
+        if self._revision is not None:
+            try:
+                self._leases.delete(self.lease_name, self._revision)
+            except Exception as e:
+                log.warning("could not delete the Lease %s: %s", self.lease_name, safe_message(e))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = self._clock()
+            try:
+                self.round()
+            except Exception as e:  # an API outage: the fence stops us acting before anyone may take over
+                log.warning("renewing the membership Lease failed: %s", safe_message(e))
+            # A little jitter: replicas started together do not renew in lockstep.
+            wait = self.renew_seconds * random.uniform(0.9, 1.1) - (self._clock() - started)  # noqa: S311
+            if self._stop.wait(max(0.05, wait)):
+                return
+
+    # --- one round -----------------------------------------------------------------------------------
+
+    def round(self) -> None:
+        self._read()
+        now = self._clock()
+        plan = self.membership.plan(self._held, self._active, now)
+        stopping = self._active - plan.active
+        if stopping:
+            self._set_active(self._active & plan.active, self.lease_seconds / 2)
+        held = (self._held - plan.release) | plan.claim
+        self._renew(held)
+        if plan.release:
+            self._on_count("released", len(plan.release))
+            log.info("released shards %s", format_held(plan.release) or "-")
+        self._set_active(plan.active & held, 0)
+        if plan.claim:
+            self._read()
+            confirm = self.membership.plan(self._held, self._active, self._clock())
+            newly = (confirm.active & self._held) - self._active
+            if newly:
+                self._on_count("claimed", len(newly))
+                log.info("serving shards %s", format_held(newly))
+            self._set_active(confirm.active & self._held, 0)
+        self._cleanup()
+
+    def _read(self) -> None:
+        records = self._leases.list()
+        members = []
+        for record in records:
+            if record.shard_count is not None and record.shard_count != self.share.shards:
+                log.warning(
+                    "replica %s uses %d shards, this one %d: every replica must have the same MSO_SHARDS",
+                    record.identity,
+                    record.shard_count,
+                    self.share.shards,
+                )
+            if record.name == self.lease_name:
+                self._revision = record.revision
+            members.append(Member(record.identity, record.revision, parse_held(record.held), record.leaving))
+        if not any(r.name == self.lease_name for r in records):
+            self._revision = None
+            self._held = frozenset()  # our Lease is gone (deleted as expired): we hold nothing
+        self.membership.observe(members, self._clock())
+        self.live_members = len(self.membership.live(self._clock()))
+
+    def _renew(self, held: frozenset[Shard]) -> None:
+        started = self._clock()
+        self._revision = self._leases.write(
+            self.lease_name,
+            self.identity,
+            held=format_held(held),
+            shard_count=self.share.shards,
+            lease_seconds=max(1, round(self.lease_seconds)),
+            revision=self._revision,
+        )
+        self._held = held
+        self.membership.renewed(started)
+        self.share.set(self._active, self.membership.fenced_at)
+
+    def _set_active(self, active: frozenset[Shard], drain_seconds: float) -> None:
+        stopping = self._active - active
+        changed = active != self._active
+        self._active = active
+        self.share.set(active, self.membership.fenced_at)
+        if changed:
+            for listener in self._listeners:
+                listener(active)
+        if stopping:
+            self._release(stopping, drain_seconds)
+
+    def _cleanup(self) -> None:
+        """The leader deletes Leases of replicas gone for long (killed pods leave theirs behind)."""
+        if LEADER not in self._active:
+            return
+        for identity in self.membership.expired(self._clock(), after=5 * self.lease_seconds):
+            member = self.membership._members.get(identity)
+            if member is None:
+                continue
+            for record in self._leases.list():
+                if record.identity == identity and record.revision == member.revision:
+                    log.info("deleting the Lease of replica %s, gone for long", identity)
+                    self._leases.delete(record.name, record.revision)
