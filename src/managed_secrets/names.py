@@ -24,6 +24,7 @@ FINALIZER = f"{PREFIX}/finalizer"
 SHARD_LABEL = f"{PREFIX}/shard"
 # Leases in the operator's namespace, one per replica, naming the shards it holds.
 MEMBER_LABEL = f"{PREFIX}/member"
+MEMBER_LEASE_PREFIX = "managed-secrets-member"
 SHARDS_ANNOTATION = f"{PREFIX}/shards"
 SHARD_COUNT_ANNOTATION = f"{PREFIX}/shard-count"
 # Kopf drops annotations under its storage prefix from the diffed essence, so user-facing annotations

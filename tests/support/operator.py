@@ -106,6 +106,7 @@ def rbac_documents(namespace: str, suffix: str) -> list[dict[str, Any]]:
             meta["name"] = f"{meta['name']}-{suffix}"
         if doc["kind"] == "ClusterRoleBinding":
             doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             for subject in doc["subjects"]:
                 subject["namespace"] = namespace
     return docs
@@ -172,6 +173,9 @@ class OperatorProcess:
             "MSO_WATCH_TIMEOUT_SECONDS": str(WATCH_TIMEOUT_SECONDS),
             # The schedule tests rotate every few seconds, below the production floor of one minute.
             "MSO_MIN_ROTATION_INTERVAL_SECONDS": "1",
+            # Short Leases: a replica that dies is taken over in seconds (6 s unseen, renewed every second).
+            "MSO_LEASE_SECONDS": "6",
+            "MSO_LEASE_RENEW_SECONDS": "1",
             **self.extra_env,
         }
         env.pop("MSO_REQUIRE_EXISTING_CLUSTER", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -12,32 +13,66 @@ from kubernetes import client, config
 
 from managed_secrets.cluster.keyring import KeyringSecret, load_keyring_file, load_or_create_keyring
 from managed_secrets.cluster.kubernetes import KubernetesCluster, admission_policy_bound
+from managed_secrets.cluster.leases import MemberLeases, lease_name
 from managed_secrets.domain.clock import SystemClock
-from managed_secrets.errors import KeyringLost
+from managed_secrets.errors import KeyringError, KeyringLost, safe_message
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
-from managed_secrets.names import ADMISSION_POLICY, KOPF_PREFIX
+from managed_secrets.names import ADMISSION_POLICY, KOPF_PREFIX, MEMBER_LEASE_PREFIX
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
-from managed_secrets.operator.watches import SecretWatches
+from managed_secrets.operator.watches import ManagedSecretWatches, SecretWatches
 from managed_secrets.rotation.engine import Backoff
 from managed_secrets.service import ManagedSecretService
+from managed_secrets.service.coordinator import Coordinator
+from managed_secrets.service.dispatch import Dispatcher
 from managed_secrets.service.keys import KeyManager
+from managed_secrets.service.sharding import LEADER, Shard, Share
 from managed_secrets.store import SecretVault
 from managed_secrets.store.kubernetes import KubernetesStore
 
 log = logging.getLogger(__name__)
 
 
-def api_client(connections: int) -> client.ApiClient:
+def api_client(connections: int, identity: str = "") -> client.ApiClient:
     """A client whose connection pool holds ``connections`` connections (one per thread that uses it): a
-    thread never waits for a socket, and no more sockets (each with its TLS buffers) are opened than used."""
+    thread never waits for a socket, and no more sockets (each with its TLS buffers) are opened than used.
+    Its User-Agent names the replica, so the API server's audit log tells the replicas apart."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = connections
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = f"managed-secrets-operator/{identity or 'operator'}"
+    return api
+
+
+def _load_keyring(cluster: KubernetesCluster, cfg: OperatorConfig, store: KubernetesStore, share: Share) -> Any:
+    """The keyring; only the leader creates it on a first start, the other replicas wait for it (backoff)."""
+    delay = 0.5
+    while True:
+        leader = share.leader
+        try:
+            return load_or_create_keyring(
+                cluster,
+                cfg.namespace,
+                cfg.keyring_secret,
+                create=cfg.keyring_create and leader,
+                store_is_empty=store.is_empty,
+            )
+        except KeyringLost:
+            raise
+        except KeyringError as e:
+            if not cfg.keyring_create or leader:
+                raise
+            log.info(
+                "no keyring yet: waiting for the leader replica to create it (again in %.1fs): %s",
+                delay,
+                safe_message(e),
+            )
+        time.sleep(delay)
+        delay = min(10.0, delay * 2)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
@@ -71,26 +106,41 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, cfg)
     # Worker threads of both pools, the scheduler's and the purger's, and a few for start-up and the CLI-like
     # calls of the key manager.
-    api = api_client(cfg.max_workers + cfg.external_workers + 6)
+    api = api_client(cfg.max_workers + cfg.external_workers + 6, cfg.identity)
     cluster = KubernetesCluster(api)
     store = KubernetesStore(api, cfg.namespace)
+    metrics = OperatorMetrics()
+    # Membership first: which shards (and whether the cluster-wide jobs) are this replica's.
+    share = Share(cfg.shards)
+    coordinator = Coordinator(
+        MemberLeases(api_client(2, cfg.identity), cfg.namespace),
+        identity=cfg.identity,
+        lease_name=lease_name(MEMBER_LEASE_PREFIX, cfg.identity),
+        share=share,
+        lease_seconds=cfg.lease_seconds,
+        renew_seconds=cfg.lease_renew_seconds,
+        on_count=metrics.count_handover,
+    )
+    metrics.track_membership(
+        leader=lambda: share.leader,
+        shards=lambda: sum(1 for s in share.active if isinstance(s, int)),
+        replicas=lambda: coordinator.live_members,
+    )
+    coordinator.start()
+    memo["coordinator"] = coordinator
+    log.info("replica %s: member Lease %s", cfg.identity, coordinator.lease_name)
+    if not coordinator.wait_until(lambda: bool(share.active), timeout=3 * cfg.lease_seconds):
+        log.info("replica %s serves no shard yet (others hold them all)", cfg.identity)
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
         try:
-            keyring = load_or_create_keyring(
-                cluster,
-                cfg.namespace,
-                cfg.keyring_secret,
-                create=cfg.keyring_create,
-                store_is_empty=store.is_empty,
-            )
+            keyring = _load_keyring(cluster, cfg, store, share)
         except KeyringLost as e:
             # Not retried: only a person can bring the keyring back (the operator exits and says why).
             log.error("%s", e)
             raise kopf.PermanentError(str(e)) from None
     vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
-    metrics = OperatorMetrics()
     service = ManagedSecretService(
         cluster,
         vault,
@@ -101,6 +151,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         min_rotation_interval=dt.timedelta(seconds=cfg.min_rotation_interval_seconds),
         local_workers=cfg.max_workers,
         external_workers=cfg.external_workers,
+        share=share,
     )
     service.admission_policy_installed = admission_policy_bound(api, ADMISSION_POLICY)
     metrics.set_admission_policy(service.admission_policy_installed)
@@ -122,14 +173,38 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         keys = KeyManager(vault, keyring, KeyringSecret(cluster, cfg.namespace, cfg.keyring_secret))
     memo["keys"] = keys
     # Its own client: each watch holds one connection for as long as it streams.
-    watches = SecretWatches(api_client(8), cfg, service, keys)
+    watches = SecretWatches(api_client(8, cfg.identity), cfg, service, keys, leader=lambda: share.leader)
     service.revisions = watches
     watches.start(wait_seconds=120)
     memo["watches"] = watches
+    # The ManagedSecrets of this replica's share, throttled to what the workers take (see service.dispatch).
+    dispatcher = Dispatcher(service.pools, service.observe, limit=2 * (cfg.max_workers + cfg.external_workers))
+    objects = ManagedSecretWatches(
+        api_client(2 * max(1, len(cfg.watch_namespaces)) + 2, cfg.identity), cfg, dispatcher, share.active
+    )
+    memo["objects"] = objects
+    leading = [LEADER in share.active]
+
+    def active_changed(active: frozenset[Shard]) -> None:
+        objects.follow(active)
+        if LEADER in active and not leading[0] and keys is not None:
+            # A KEK rotation requested while the leadership moved: the new leader looks once.
+            threading.Thread(target=_pending_kek_request, args=(keys,), daemon=True).start()
+        leading[0] = LEADER in active
+
+    coordinator.attach(active_changed, service.release)
+    objects.start()
     stop = threading.Event()
     memo["stop"] = stop
-    start_purger(service, cfg.purge_interval_seconds, stop, keys)
+    start_purger(service, cfg.purge_interval_seconds, stop, keys, leader=lambda: share.leader)
     log.info("managed-secrets-operator started; store and keyring in namespace %s", cfg.namespace)
+
+
+def _pending_kek_request(keys: KeyManager) -> None:
+    try:
+        keys.handle_request(keys.secret.read()[2])
+    except Exception as e:
+        log.warning("key-encryption key rotation failed: %s", safe_message(e))
 
 
 @kopf.on.cleanup()
@@ -137,6 +212,13 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     stop = memo.get("stop")
     if stop is not None:
         stop.set()
+    objects = memo.get("objects")
+    if objects is not None:
+        objects.stop()
+    coordinator = memo.get("coordinator")
+    if coordinator is not None:
+        # Stops acting, drains the passes in flight, deletes the member Lease: the others take over at once.
+        coordinator.stop(drain_seconds=10)
     watches = memo.get("watches")
     if watches is not None:
         watches.stop()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kubernetes import client
 
@@ -51,9 +52,12 @@ class SecretWatches:
         cfg: OperatorConfig,
         service: ManagedSecretService,
         keys: KeyManager | None,
+        *,
+        leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self._service = service
         self._keys = keys
+        self._leader = leader
         self._namespace = cfg.namespace
         scopes: tuple[str | None, ...] = cfg.watch_namespaces or (None,)
         timeout = cfg.watch_timeout_seconds
@@ -159,7 +163,10 @@ class SecretWatches:
         if self._keys is None or change.resource_version is None:
             return
         try:
-            self._keys.handle_request(dict(change.annotations))
+            if self._leader():
+                self._keys.handle_request(dict(change.annotations))
+            else:
+                self._keys.sync()  # another replica rotated it: take its new keys and primary
         except Exception as e:
             log.warning("key-encryption key rotation failed: %s", safe_message(e))
 
@@ -190,21 +197,27 @@ class ManagedSecretWatches:
         every = ",".join(str(s) for s in range(cfg.shards))
         self._dispatcher = dispatcher
 
-        def watch(name: str, ns: str | None, selector: str | None) -> ObjectWatch:
+        def unlabelled(kind: str | None, body: Mapping[str, Any]) -> None:
+            # An object leaves this watch when it gets its shard label: the watch reports that as DELETED, but
+            # the object lives on in its owner's share watch (a real deletion is seen there too).
+            if kind not in ("DELETED", "RELEASED"):
+                dispatcher.offer(kind, body)
+
+        def watch(name: str, ns: str | None, selector: str | None, new: bool = False) -> ObjectWatch:
             return ObjectWatch(
                 api,
                 name + (f" in {ns}" if ns else ""),
                 group=API_GROUP,
                 version=API_VERSION,
                 plural=PLURAL,
-                on_event=dispatcher.offer,
+                on_event=unlabelled if new else dispatcher.offer,
                 namespace=ns,
                 label_selector=selector,
                 timeout_seconds=cfg.watch_timeout_seconds,
             )
 
         self._share = [watch("managedsecrets", ns, _selector(initial)) for ns in scopes]
-        self._new = [watch("new managedsecrets", ns, f"{SHARD_LABEL} notin ({every})") for ns in scopes]
+        self._new = [watch("new managedsecrets", ns, f"{SHARD_LABEL} notin ({every})", True) for ns in scopes]
         self._selector = _selector(initial)
 
     def start(self) -> None:

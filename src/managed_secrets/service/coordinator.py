@@ -104,14 +104,19 @@ class Coordinator:
                 log.warning("could not delete the Lease %s: %s", self.lease_name, safe_message(e))
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             started = self._clock()
             try:
                 self.round()
+                failures = 0
             except Exception as e:  # an API outage: the fence stops us acting before anyone may take over
-                log.warning("renewing the membership Lease failed: %s", safe_message(e))
-            # A little jitter: replicas started together do not renew in lockstep.
-            wait = self.renew_seconds * random.uniform(0.9, 1.1) - (self._clock() - started)  # noqa: S311
+                failures += 1
+                if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
+                    log.warning("renewing the membership Lease failed (%d in a row): %s", failures, safe_message(e))
+            # Backoff (up to 4 periods) while failing, and a little jitter: replicas do not renew in lockstep.
+            period = self.renew_seconds * min(4, 2 ** max(0, failures - 1))
+            wait = period * random.uniform(0.9, 1.1) - (self._clock() - started)  # noqa: S311
             if self._stop.wait(max(0.05, wait)):
                 return
 

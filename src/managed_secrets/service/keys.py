@@ -132,7 +132,7 @@ class KeyManager:
 
     def _retire(self, in_use: set[str]) -> None:
         found = self.keyring.key_ids() - in_use - {self.keyring.primary_key_id()}
-        unused, self._unused = found & self._unused, found
+        unused, self._unused = found & self._unused, set(found)
         if not unused:
             return
         with self._lock:
