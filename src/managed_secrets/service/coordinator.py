@@ -113,7 +113,9 @@ class Coordinator:
             except Exception as e:  # an API outage: the fence stops us acting before anyone may take over
                 failures += 1
                 if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
-                    log.warning("renewing the membership Lease failed (%d in a row): %s", failures, safe_message(e))
+                    log.warning(
+                        "renewing the membership Lease failed (%d in a row): %s", failures, safe_message(e)
+                    )
             # Backoff (up to 4 periods) while failing, and a little jitter: replicas do not renew in lockstep.
             period = self.renew_seconds * min(4, 2 ** max(0, failures - 1))
             wait = period * random.uniform(0.9, 1.1) - (self._clock() - started)  # noqa: S311
@@ -124,6 +126,12 @@ class Coordinator:
 
     def round(self) -> None:
         self._read()
+        if not self.membership.fresh(self._clock()):
+            # First round, or renewals failed for longer than the fence: others may count our Lease as expired
+            # and have taken our shards. Act on nothing, hold nothing, renew; then claim afresh.
+            self._set_active(frozenset(), self.lease_seconds / 2)
+            self._renew(frozenset())
+            self._read()
         now = self._clock()
         plan = self.membership.plan(self._held, self._active, now)
         stopping = self._active - plan.active
