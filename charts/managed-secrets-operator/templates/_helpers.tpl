@@ -61,7 +61,8 @@ tests/integration/test_chart.py checks that the two agree; change both together.
 "mso.rules.served": what the operator does in every namespace it serves (all of them by default).
 */}}
 {{- define "mso.rules.served" -}}
-# ManagedSecrets: Kopf lists and watches them and patches its finalizer and progress annotations.
+# ManagedSecrets: the operator lists and watches them (its shards, by the managedsecrets.io/shard label) and
+# patches its finalizer and shard label.
 - apiGroups: ["managedsecrets.io"]
   resources: ["managedsecrets"]
   verbs: ["get", "list", "watch", "patch"]
@@ -112,4 +113,14 @@ The operator reads and writes them directly; it does not watch them. */}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update", "delete"]
+{{- end }}
+
+{{/* Both modes, in the release namespace: one Lease per replica (managed-secrets-member-<pod name>), naming the
+shards it holds. Each replica creates, renews and deletes its own; the leader deletes those of replicas gone for
+long. */}}
+{{- define "mso.rules.leases" -}}
+# Member Leases: read (all of them, to share the shards), created, renewed and deleted.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "create", "update", "delete"]
 {{- end }}
