@@ -152,6 +152,19 @@ def deploy_cluster_role_rules() -> list[dict[str, Any]]:
     return list(only(documents(RBAC_FILE.read_text()), "ClusterRole")["rules"])
 
 
+def named(docs: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    found = [d for d in find(docs, kind, namespace) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
+    return found[0]
+
+
+LEASE_VERBS = {"get", "list", "create", "update", "delete"}
+
+
+def deploy_lease_role() -> dict[str, Any]:
+    return named(documents(RBAC_FILE.read_text()), "Role", f"{CHART_NAME}-leases", "managed-secrets")
+
+
 # --- static checks ----------------------------------------------------------------------------------------
 
 NAMESPACED = ("--set", "watchNamespaces={team-a,team-b}")
@@ -202,12 +215,26 @@ def test_chart_rbac_rules_equal_deploy_rbac_rules() -> None:
     docs = render()
     cluster_role = only(docs, "ClusterRole")
     assert canonical(cluster_role["rules"]) == canonical(deploy_cluster_role_rules())
-    assert not find(docs, "Role") and not find(docs, "RoleBinding")
     binding = only(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
-    assert binding["subjects"] == [
+    subjects = [
         {"kind": "ServiceAccount", "name": only(docs, "ServiceAccount")["metadata"]["name"], "namespace": "mso"}
     ]
+    assert binding["subjects"] == subjects
+    # Cluster-wide, the only Role is the one for the member Leases, in the release namespace.
+    lease_role = only(docs, "Role")
+    assert (lease_role["metadata"]["name"], lease_role["metadata"]["namespace"]) == (
+        "r-managed-secrets-operator-leases",
+        "mso",
+    )
+    assert canonical(lease_role["rules"]) == canonical(deploy_lease_role()["rules"])
+    lease_binding = only(docs, "RoleBinding")
+    assert lease_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": lease_role["metadata"]["name"],
+    }
+    assert lease_binding["metadata"]["namespace"] == "mso" and lease_binding["subjects"] == subjects
 
 
 def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
@@ -234,8 +261,15 @@ def test_namespaced_rbac_is_the_same_rules_split_by_scope() -> None:
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         ]
     )
-    # The release namespace: the keyring and the stores (watched by label and by name), the same Secret verbs.
-    (store_rule,) = only(docs, "Role", "mso")["rules"]
+    # The release namespace: the keyring and the stores (watched by label and by name), the same Secret verbs;
+    # and the member Leases, as cluster-wide.
+    assert sorted(d["metadata"]["name"] for d in find(docs, "Role", "mso")) == [
+        "r-managed-secrets-operator-leases",
+        "r-managed-secrets-operator-store",
+    ]
+    lease_role = named(docs, "Role", "r-managed-secrets-operator-leases", "mso")
+    assert canonical(lease_role["rules"]) == canonical(deploy_lease_role()["rules"])
+    (store_rule,) = named(docs, "Role", "r-managed-secrets-operator-store", "mso")["rules"]
     secrets_rule = next(r for r in deploy_rules if r["resources"] == ["secrets"])
     assert store_rule["resources"] == ["secrets"]
     assert set(store_rule["verbs"]) == set(secrets_rule["verbs"])
@@ -246,14 +280,39 @@ def test_kustomize_base_renders_what_the_chart_renders() -> None:
     """deploy/ is the chart's default output written by hand: the pod spec, RBAC and Service must agree."""
     base = documents(run("kubectl", "kustomize", str(DEPLOY)).stdout)
     chart = render(release=CHART_NAME, namespace="managed-secrets")
-    for kind in ("Deployment", "Service", "ServiceAccount", "ClusterRoleBinding"):
+    kinds = (
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRoleBinding",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+    )
+    for kind in kinds:
         assert only(base, kind)["metadata"]["name"] == only(chart, kind)["metadata"]["name"]
         assert only(base, kind)["metadata"].get("namespace") == only(chart, kind)["metadata"].get("namespace")
-    assert (
-        only(base, "Deployment")["spec"]["template"]["spec"]
-        == only(chart, "Deployment")["spec"]["template"]["spec"]
-    )
-    assert only(base, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    # The pod specs are equal but for the topology spread's selector: each one selects its own Deployment's pods
+    # (the chart's selector labels include app.kubernetes.io/instance, which the base's pods do not have).
+    pods: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for name, docs in (("base", base), ("chart", chart)):
+        deployment = only(docs, "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        spread = pod.pop("topologySpreadConstraints")
+        for constraint in spread:
+            assert constraint.pop("labelSelector") == deployment["spec"]["selector"], name
+        pods[name] = (pod, spread)
+    assert pods["base"] == pods["chart"]
+    assert only(base, "Deployment")["spec"]["replicas"] == only(chart, "Deployment")["spec"]["replicas"] == 2
+    assert only(base, "Deployment")["spec"]["strategy"] == only(chart, "Deployment")["spec"]["strategy"]
+    base_pdb, chart_pdb = only(base, "PodDisruptionBudget")["spec"], only(chart, "PodDisruptionBudget")["spec"]
+    assert base_pdb["selector"] == only(base, "Deployment")["spec"]["selector"]
+    assert {k: v for k, v in base_pdb.items() if k != "selector"} == {
+        k: v for k, v in chart_pdb.items() if k != "selector"
+    }
+    assert canonical(only(base, "Role")["rules"]) == canonical(only(chart, "Role")["rules"])
+    assert only(base, "RoleBinding")["subjects"] == only(chart, "RoleBinding")["subjects"]
+    assert only(base, "RoleBinding")["roleRef"] == only(chart, "RoleBinding")["roleRef"]
     assert only(base, "Service")["spec"]["ports"] == only(chart, "Service")["spec"]["ports"]
     assert only(base, "ClusterRoleBinding")["subjects"] == only(chart, "ClusterRoleBinding")["subjects"]
     assert canonical(only(base, "ClusterRole")["rules"]) == canonical(only(chart, "ClusterRole")["rules"])
@@ -268,12 +327,14 @@ def test_defaults() -> None:
         "ClusterRoleBinding",
         "Service",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
-    }, "ServiceMonitor, NetworkPolicy and PodDisruptionBudget are opt-in"
+    }, "ServiceMonitor and NetworkPolicy are opt-in"
     deployment = only(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
     c = container(docs)
     chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert c["image"] == f"managed-secrets-operator:{chart_meta['appVersion']}"
@@ -287,6 +348,7 @@ def test_defaults() -> None:
         "3600",
         "9090",
     )
+    assert (env["MSO_SHARDS"], env["MSO_LEASE_SECONDS"], env["MSO_LEASE_RENEW_SECONDS"]) == ("16", "15", "2")
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     pod = deployment["spec"]["template"]["spec"]
@@ -374,17 +436,126 @@ def test_optional_objects_render_only_when_enabled() -> None:
     assert failed.returncode != 0 and "needs metrics.service.enabled" in failed.stderr
 
 
+def test_replicas_by_default_roll_spread_and_keep_one_through_drains() -> None:
+    docs = render()
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    # Time to hand the shards over and delete the Lease (about 10 s) before the pod is killed.
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "topologyKey": "kubernetes.io/hostname",
+            "maxSkew": 1,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": deployment["spec"]["selector"],
+        }
+    ]
+    pdb = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"selector": deployment["spec"]["selector"], "maxUnavailable": 1}
+    # The replica's identity comes from the downward API: its member Lease is named after its pod.
+    env = env_of(docs)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "MSO_IDENTITY" not in env
+
+    # Rolling with one replica too (the new pod takes over the shards the old one hands over).
+    single = only(render("--set", "replicas=1"), "Deployment")
+    assert single["spec"]["replicas"] == 1
+    assert single["spec"]["strategy"] == deployment["spec"]["strategy"]
+    assert env_of(render("--set", "replicas=1"))["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+    # An own constraint keeps its selector; an empty list renders none.
+    spread = only(
+        render(
+            "--set-json",
+            'topologySpreadConstraints=[{"topologyKey": "zone", "maxSkew": 2, '
+            '"whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"x": "y"}}}]',
+        ),
+        "Deployment",
+    )["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread == [
+        {"topologyKey": "zone", "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule",
+         "labelSelector": {"matchLabels": {"x": "y"}}}
+    ]  # fmt: skip
+    none = only(render("--set", "topologySpreadConstraints=null"), "Deployment")["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in none
+
+
+def test_pod_disruption_budget_follows_the_replicas() -> None:
+    # One replica: no budget by default (minAvailable 1 would block node drains).
+    assert not find(render("--set", "replicas=1"), "PodDisruptionBudget")
+    forced = only(
+        render("--set", "replicas=1", "--set", "podDisruptionBudget.enabled=true"), "PodDisruptionBudget"
+    )
+    assert forced["spec"]["maxUnavailable"] == 1 and "minAvailable" not in forced["spec"]
+    assert only(render("--set", "replicas=3"), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert not find(render("--set", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize("options", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
+def test_lease_role_in_the_release_namespace(options: tuple[str, ...]) -> None:
+    docs = render(*options)
+    role = named(docs, "Role", "r-managed-secrets-operator-leases", "mso")
+    (rule,) = role["rules"]
+    assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+    assert sorted(rule["verbs"]) == sorted(LEASE_VERBS)  # exactly these: no watch, patch or deletecollection
+    binding = named(docs, "RoleBinding", "r-managed-secrets-operator-leases", "mso")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": only(docs, "ServiceAccount")["metadata"]["name"], "namespace": "mso"}
+    ]
+    # Leases nowhere else: not in the ClusterRole, not in the served namespaces' Roles.
+    others = [d for d in find(docs, "Role") + find(docs, "ClusterRole") if d is not role]
+    assert not [r for d in others for r in d["rules"] if "leases" in r["resources"]]
+    assert set(deploy_lease_role()["rules"][0]["verbs"]) == LEASE_VERBS
+
+
+def test_sharding_and_lease_values_reach_the_deployment() -> None:
+    env = env_of(
+        render(
+            "--set", "sharding.shards=32",
+            "--set-json", 'leaderElection={"leaseSeconds": 7.5, "renewSeconds": 2.5}',
+        )
+    )  # fmt: skip
+    assert (env["MSO_SHARDS"], env["MSO_LEASE_SECONDS"], env["MSO_LEASE_RENEW_SECONDS"]) == ("32", "7.5", "2.5")
+    failed = helm(
+        "template", "r", str(CHART), f"--kube-version={KUBE_VERSION}",
+        "--set", "leaderElection.leaseSeconds=5", "--set", "leaderElection.renewSeconds=2",
+        check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0 and "at least 3 x leaderElection.renewSeconds" in failed.stderr
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (("--set", "replicas=2"), "replicas"),
+        (("--set", "replicas=0"), "replicas"),
+        (("--set", "sharding.shards=0"), "sharding"),
+        (("--set", "terminationGracePeriodSeconds=10"), "terminationGracePeriodSeconds"),
         (("--set", "logFormat=xml"), "logFormat"),
         (("--set", "keyring.source=file"), "keyring"),
         (("--set", "keyring.source=vault"), "keyring"),
         (("--set", "watchNamespaces={Not_A_Namespace}"), "watchNamespaces"),
         (("--set", "unknownValue=1"), "unknownValue"),
     ],
-    ids=["two-replicas", "log-format", "file-without-source", "unknown-source", "bad-namespace", "typo"],
+    ids=[
+        "no-replicas",
+        "no-shards",
+        "short-grace-period",
+        "log-format",
+        "file-without-source",
+        "unknown-source",
+        "bad-namespace",
+        "typo",
+    ],
 )
 def test_schema_refuses_bad_values(options: tuple[str, ...], expected: str) -> None:
     failed = helm("template", "r", str(CHART), f"--kube-version={KUBE_VERSION}", *options, check=False)
@@ -490,6 +661,9 @@ def test_kustomize_base_applies_and_its_pod_is_admitted(admin: client.ApiClient,
             "clusterrolebinding.rbac.authorization.k8s.io/managed-secrets-operator",
             "service/managed-secrets-operator-metrics",
             "deployment.apps/managed-secrets-operator",
+            "poddisruptionbudget.policy/managed-secrets-operator",
+            "role.rbac.authorization.k8s.io/managed-secrets-operator-leases",
+            "rolebinding.rbac.authorization.k8s.io/managed-secrets-operator-leases",
             "validatingadmissionpolicy.admissionregistration.k8s.io/managedsecrets-references.managedsecrets.io",
             "validatingadmissionpolicybinding.admissionregistration.k8s.io/managedsecrets-references.managedsecrets.io",
             "clusterrole.rbac.authorization.k8s.io/managed-secrets-edit",
@@ -504,9 +678,22 @@ def test_kustomize_base_applies_and_its_pod_is_admitted(admin: client.ApiClient,
             lambda: core.list_namespaced_pod("managed-secrets").items,
             what="the operator pod to be created (admitted under restricted Pod Security)",
         )
-        # Applying again changes nothing.
+
+        # Applying again changes nothing. kubectl reports the PodDisruptionBudget "configured" every time (it
+        # always sends its selector, whose patch strategy is "replace"), but the object is left as it was.
+        def pdb_version() -> str | None:
+            meta = (
+                client.PolicyV1Api(admin)
+                .read_namespaced_pod_disruption_budget(CHART_NAME, "managed-secrets")
+                .metadata
+            )
+            return meta.resource_version if meta else None
+
+        before = pdb_version()
         again = kubectl(kubeconfig, "apply", "-k", str(DEPLOY))
-        assert "configured" not in again.stdout, again.stdout
+        changed = [line for line in again.stdout.splitlines() if "configured" in line]
+        assert changed in ([], [f"poddisruptionbudget.policy/{CHART_NAME} configured"]), again.stdout
+        assert pdb_version() == before
     finally:
         with contextlib.suppress(ApiException):
             rbac.delete_cluster_role_binding(CHART_NAME)
@@ -552,17 +739,29 @@ def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> Op
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(release.fullname, release.namespace)
     pod = deployment.spec.template.spec
     env: dict[str, str] = {}
+    fields = {"metadata.namespace": release.namespace, "metadata.name": f"{release.name}-local"}
     for var in pod.containers[0].env:
         if var.value_from is not None:
-            assert var.value_from.field_ref.field_path == "metadata.namespace"
-            env[var.name] = release.namespace
+            env[var.name] = fields[var.value_from.field_ref.field_path]
         else:
             env[var.name] = var.value or ""
+    assert env["POD_NAME"] == f"{release.name}-local"  # the identity: its member Lease is named after it
     # A port of its own on this shared machine (0: pick a free one) instead of the pod's 9090.
     env["MSO_METRICS_PORT"] = "0"
     token = kube.token_for(admin, release.namespace, pod.service_account_name)
     kubeconfig = write_token_kubeconfig(admin, token, workdir / f"{release.name}.kubeconfig")
     return OperatorProcess(kubeconfig, release.namespace, workdir / f"{release.name}.log", env)
+
+
+def member_lease(admin: client.ApiClient, release: Release) -> client.V1Lease | None:
+    """The Lease of the operator process started by ``operator_for`` (its identity is <release>-local)."""
+    name = f"managed-secrets-member-{release.name}-local"
+    try:
+        return client.CoordinationV1Api(admin).read_namespaced_lease(name, release.namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def store_exists(admin: client.ApiClient, release: Release, namespace: str, name: str) -> bool:
@@ -733,13 +932,20 @@ def test_namespaced_install_serves_only_its_namespaces(
             kube.eventually(
                 lambda: store_exists(admin, release, app, "served"), what="our operator's store record"
             )
+            # The member Lease, written with the chart's Lease Role; the object got its shard label.
+            lease = member_lease(admin, release)
+            assert lease is not None and lease.metadata is not None
+            assert (lease.metadata.labels or {}).get("managedsecrets.io/member") == "true"
+            assert get_ms(admin, app, "served")["metadata"]["labels"]["managedsecrets.io/shard"].isdigit()
             logs = operator.logs()
-            assert f"Starting the watch-stream for managedsecrets.v1alpha1.managedsecrets.io in '{app}'" in logs
             # Nothing forbidden: the namespaced Roles plus the small ClusterRole are all Kopf needs.
             assert not forbidden_lines(logs), forbidden_lines(logs)
             assert other not in logs
             assert not store_exists(admin, release, other, "not-served")
             delete_all_ms(admin, app)
+            # On SIGTERM it hands its shards over and deletes its Lease (the Role's delete verb).
+            operator.stop()
+            assert member_lease(admin, release) is None, "the member Lease outlived its replica"
         finally:
             operator.stop()
 
