@@ -2,18 +2,26 @@
 measured in the same run.
 
     python -m bench.cluster [--quick] [--objects N] [--unrelated N] [--rotations N] [--namespaces N]
-                            [--threads N] [--json PATH] [--keep]
+                            [--threads N] [--replicas N] [--json PATH] [--keep]
 
 It starts etcd, kube-apiserver and kube-controller-manager (hack/cluster.py) in a fresh directory, installs
 the CRD and the admission policy, and runs the operator as its own ServiceAccount with the shipped RBAC, at
-log level INFO and with the production intervals. One admin client (a pool of --threads threads) sends every
-request the benchmark makes. Writes are counted in the API server's audit log, memory is the operator's
-VmRSS, and "settled" means the operator's managed_secrets_pending_work gauge read 0 in three polls 0.5 s apart.
+log level INFO and with the production intervals (Leases included). With --replicas N it runs N operator
+processes (MSO_IDENTITY replica-0..N-1) that share the ManagedSecrets by shard, as a Deployment's pods would;
+they are started together, stopped together, and the run measures only once their member Leases hold every
+shard exactly once. One admin client (a pool of --threads threads) sends every request the benchmark makes.
+Writes are counted in the API server's audit log (all replicas together: they share the ServiceAccount; the
+User-Agent tells them apart), memory is each replica's VmRSS (with several: the largest and the sum), CPU
+is summed over the replicas, and "settled" means, in three polls 0.5 s apart: every replica's
+managed_secrets_pending_work read 0, their managed_secrets_objects add up to the ManagedSecrets created,
+each sees all N replicas, and the Leases held every shard exactly once, unchanged.
 
 Steps: 1 RSS idle; 2 unrelated Secrets (raw create rate, RSS); 3 ManagedSecrets created until all projected,
-beside raw Secret creates; 4 operator writes per object, beside the client's; 5 latency create -> projected,
-beside the watch-event floor; 6 writes while idle; 7 cold start, beside listing everything; 8 rotations,
-beside sending the requests. Ratios are figure / baseline: how many times the baseline it costs.
+beside raw Secret creates, and the objects each replica serves, beside an even share; 4 operator writes per
+object, beside the client's; 5 latency create -> projected, beside the watch-event floor; 6 writes while idle
+(Lease renewals apart, beside their period); 7 cold start of every replica, beside listing everything;
+8 rotations, beside sending the requests; 9 ManagedSecrets written by more than one replica (audit log
+User-Agents outside the cold start). Ratios are figure / baseline: how many times the baseline it costs.
 
 Figures go to stdout, progress (with elapsed time) to stderr. Nothing is asserted: the exit status is 1 only
 when the run cannot finish (the control plane or the operator does not start, or objects are not projected,
@@ -32,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +61,7 @@ from bench.probes import (
     list_all,
     make_client,
     read_gauges,
+    read_leases,
     rss_mib,
     send,
 )
@@ -62,7 +72,16 @@ for _extra in (ROOT / "hack", ROOT / "tests"):
         sys.path.insert(0, str(_extra))
 
 import cluster as local_cluster  # noqa: E402  (hack/cluster.py, on the path just above)
-from managed_secrets.names import API_GROUP, API_VERSION, MANAGED_LABEL, PLURAL, ROTATE_ANNOTATION  # noqa: E402
+from managed_secrets.names import (  # noqa: E402
+    API_GROUP,
+    API_VERSION,
+    MANAGED_LABEL,
+    MEMBER_LABEL,
+    PLURAL,
+    ROTATE_ANNOTATION,
+    SHARDS_ANNOTATION,
+)
+from managed_secrets.service.sharding import LEADER, format_held, parse_held  # noqa: E402
 from support import kube  # noqa: E402  (tests/support, as the integration tests use it)
 from support.operator import (  # noqa: E402
     OperatorEnvironment,
@@ -83,7 +102,12 @@ PRODUCTION_ENV = {
     "MSO_PURGE_INTERVAL_SECONDS": "3600",
     "MSO_ROTATION_BACKOFF_SECONDS": "30",
     "MSO_MIN_ROTATION_INTERVAL_SECONDS": "60",
+    "MSO_LEASE_SECONDS": "15",
+    "MSO_LEASE_RENEW_SECONDS": "2",
 }
+RENEW_SECONDS = float(PRODUCTION_ENV["MSO_LEASE_RENEW_SECONDS"])
+SHARDS = 16  # the operator's default (MSO_SHARDS)
+EVERY_SHARD = frozenset([*range(SHARDS), LEADER])
 TOKEN_SECONDS = 24 * 3600  # a long run must not outlive the operator's ServiceAccount token
 LATENCY_TIMEOUT = 60.0
 POLL = 0.5
@@ -100,6 +124,7 @@ class Sizes:
     rotations: int
     namespaces: int
     threads: int
+    replicas: int
     latency_samples: int
     idle_seconds: float
     pause_seconds: float
@@ -112,6 +137,7 @@ FULL = Sizes(
     rotations=1000,
     namespaces=10,
     threads=8,
+    replicas=1,
     latency_samples=100,
     idle_seconds=30,
     pause_seconds=5,
@@ -123,6 +149,7 @@ QUICK = Sizes(
     rotations=20,
     namespaces=2,
     threads=8,
+    replicas=1,
     latency_samples=10,
     idle_seconds=5,
     pause_seconds=1,
@@ -181,7 +208,7 @@ class Progress:
 
 
 def amount(value: float, unit: str) -> str:
-    digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0}.get(unit, 2)
+    digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0, "objects": 0, "renewals": 1}.get(unit, 2)
     return f"{value:,.{digits}f} {unit}"
 
 
@@ -224,7 +251,7 @@ def plain_secret(name: str, data: str = "eA==", labels: dict[str, str] | None = 
 
 
 class Bench:
-    """The steps of the run, in order, against one control plane and one operator."""
+    """The steps of the run, in order, against one control plane and the operator's replicas."""
 
     def __init__(self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress) -> None:
         self.cluster = cluster
@@ -240,10 +267,15 @@ class Bench:
         self.namespaces = [f"bench-{i}" for i in range(sizes.namespaces)]
         self.watches: list[FirstSeen] = []
         self.env: OperatorEnvironment | None = None
-        self.operator: OperatorProcess | None = None
+        self.identities = [f"replica-{i}" for i in range(sizes.replicas)]
+        self.operators: list[OperatorProcess] = []  # one per identity, in that order
+        self.ports: list[int] = []  # their metrics ports
+        self.coordination = client.CoordinationV1Api(self.admin)
         self.step = ""
-        self.rss_idle = 0.0
+        self.rss_idle: list[float] = []  # per replica
         self.managed: list[tuple[str, str]] = []  # (namespace, name) of step 3's ManagedSecrets
+        self.managed_keys: set[str] = set()  # "namespace/name" of every ManagedSecret created
+        self.steady_spans: list[tuple[int, int]] = []  # audit log marks around the steps without a handover
         self.created = 0  # ManagedSecrets created so far
         self.projected: FirstSeen | None = None  # projected Secrets, watched from step 3 on
         self.create_window = (0, 0)  # audit log marks around step 3's ManagedSecret creates
@@ -270,8 +302,23 @@ class Bench:
         self.results.figures.append(figure)
         print(figure_line(figure), flush=True)
 
-    def record_rss(self, name: str, rss: float) -> None:
-        self.record(name, rss, "MiB", vs=("operator RSS idle", self.rss_idle), note=over_idle(rss, self.rss_idle))
+    @property
+    def several(self) -> bool:
+        return len(self.identities) > 1
+
+    def record_rss(self, what: str, rss: list[float]) -> None:
+        """``rss`` per replica, beside idle: one figure for one replica; the largest and the sum for several."""
+        if not self.several:
+            idle = self.rss_idle[0]
+            self.record(
+                f"operator RSS {what}", rss[0], "MiB", vs=("operator RSS idle", idle), note=over_idle(rss[0], idle)
+            )
+            return
+        for label, value, idle in (
+            ("max replica RSS", max(rss), max(self.rss_idle)),
+            (f"sum of {len(rss)} replicas' RSS", sum(rss), sum(self.rss_idle)),
+        ):
+            self.record(f"{label} {what}", value, "MiB", vs=(f"{label} idle", idle), note=over_idle(value, idle))
 
     def writes_table(self, title: str, tally: Tally, per: int) -> None:
         """Prints and records ``tally``'s writes by verb and resource, divided by ``per``."""
@@ -329,51 +376,111 @@ class Bench:
         self.watches.append(watcher)
         return watcher
 
-    def gauges(self) -> Gauges | None:
-        assert self.operator is not None
-        return read_gauges(self.operator.metrics_port)
+    def gauges(self) -> list[Gauges | None]:
+        """Each replica's gauges (None for one that does not answer)."""
+        return [read_gauges(port) for port in self.ports]
 
-    def rss(self) -> float:
-        assert self.operator is not None and self.operator.proc is not None
-        return rss_mib(self.operator.proc.pid)
-
-    def start_operator(self, tag: str) -> float:
-        """Starts the operator (a log file per start); returns the monotonic time just before it was spawned."""
-        assert self.env is not None
-        self.operator = OperatorProcess(
-            self.env.kubeconfig,
-            self.env.namespace,
-            self.workdir / f"operator-{tag}.log",
-            env=PRODUCTION_ENV,
-            log_level="INFO",
+    def describe(self, gauges: list[Gauges | None]) -> str:
+        if not self.several:
+            return f"operator {gauges[0]}"
+        return "; ".join(
+            f"{who}: {g if g is not None else 'no answer'}" for who, g in zip(self.identities, gauges, strict=True)
         )
+
+    def rss(self) -> list[float]:
+        """Each replica's VmRSS in MiB."""
+        return [rss_mib(self.pid(operator)) for operator in self.operators]
+
+    @staticmethod
+    def pid(operator: OperatorProcess) -> int:
+        assert operator.proc is not None
+        return operator.proc.pid
+
+    def each(self, call: Callable[[OperatorProcess], object]) -> None:
+        """Makes ``call`` for every replica at once, as a Deployment starts its pods (raises the first error)."""
+        with ThreadPoolExecutor(len(self.operators), thread_name_prefix="bench-replica") as pool:
+            for future in [pool.submit(call, operator) for operator in self.operators]:
+                future.result()
+
+    def start_operators(self, tag: str) -> float:
+        """Starts every replica (a log file each per start), all at once; returns the monotonic time just before
+        the first was spawned. Each start returns once its replica logged that it started."""
+        assert self.env is not None
+        self.operators = [
+            OperatorProcess(
+                self.env.kubeconfig,
+                self.env.namespace,
+                self.workdir / f"operator-{tag}-{identity}.log",
+                env={**PRODUCTION_ENV, "MSO_IDENTITY": identity},
+                log_level="INFO",
+            )
+            for identity in self.identities
+        ]
+        self.ports = []
         started = time.monotonic()
-        self.operator.start()
-        self.progress.log(f"operator started in {time.monotonic() - started:.1f}s")
+        self.each(OperatorProcess.start)
+        self.ports = [operator.metrics_port for operator in self.operators]
+        what = "operator" if not self.several else f"{len(self.operators)} operator replicas"
+        self.progress.log(f"{what} started in {time.monotonic() - started:.1f}s")
         return started
 
+    def stop_operators(self) -> None:
+        """Stops every replica at once (SIGTERM: each drains and deletes its Lease)."""
+        if self.operators:
+            self.each(OperatorProcess.stop)
+
+    def holdings(self) -> dict[str, frozenset[int | str]]:
+        """Each member Lease's holder and the shards it names."""
+        assert self.env is not None
+        leases = read_leases(
+            self.coordination.list_namespaced_lease, self.env.namespace, f"{MEMBER_LABEL}=true", SHARDS_ANNOTATION
+        )
+        return {identity: parse_held(held) for identity, held in leases.items()}
+
+    def held_once(self, holdings: dict[str, frozenset[int | str]]) -> bool:
+        """Whether every replica has a Lease, and the Leases name every shard (and the leader) exactly once."""
+        named = [shard for held in holdings.values() for shard in held]
+        return set(holdings) == set(self.identities) and len(named) == len(EVERY_SHARD) == len(set(named))
+
     def settle(self, timeout: float) -> float:
-        """Waits until pending_work == 0 and objects == the ManagedSecrets created, in 3 polls 0.5 s apart.
+        """Waits until, in 3 polls 0.5 s apart, every replica's pending_work == 0, their objects add up to the
+        ManagedSecrets created, each sees every replica, and the Leases name every shard exactly once, unchanged.
 
         Returns the monotonic time of the first of those polls. (pending_work alone is not enough: it counts
-        the service's worker pools, not the events Kopf has yet to hand over.)
+        the service's worker pools, not the events the watches have yet to hand over. And a replica that holds
+        a shard another one should own serves its objects until it hands it over.)
         """
         deadline = time.monotonic() + timeout
         next_report = time.monotonic() + 10
-        streak: list[float] = []
+        streak: list[tuple[float, dict[str, frozenset[int | str]]]] = []
         while True:
             at = time.monotonic()
             gauges = self.gauges()
-            good = gauges is not None and gauges.pending == 0 and gauges.objects == self.created
-            streak = [*streak, at] if good else []
+            holdings = self.holdings()
+            answered = [g for g in gauges if g is not None]
+            good = (
+                len(answered) == len(gauges)
+                and all(g.pending == 0 and g.replicas == len(gauges) for g in answered)
+                and sum(g.objects for g in answered) == self.created
+                and self.held_once(holdings)
+                and (not streak or streak[-1][1] == holdings)
+            )
+            streak = [*streak, (at, holdings)] if good else []
             if len(streak) == 3:
-                return streak[0]
+                return streak[0][0]
             if at > deadline:
-                raise BenchError(f"the operator did not settle within {timeout:.0f}s; last gauges {gauges}")
+                raise BenchError(
+                    f"the operator did not settle within {timeout:.0f}s; last gauges: {self.describe(gauges)}; "
+                    f"Leases: {self.leases_text(holdings)}"
+                )
             if at > next_report:
-                self.progress.log(f"settling: {gauges}")
+                self.progress.log(f"settling: {self.describe(gauges)}; Leases: {self.leases_text(holdings)}")
                 next_report = at + 10
             time.sleep(POLL)
+
+    @staticmethod
+    def leases_text(holdings: dict[str, frozenset[int | str]]) -> str:
+        return ", ".join(f"{who} [{format_held(held)}]" for who, held in sorted(holdings.items())) or "none"
 
     def wait_seen(
         self, watcher: FirstSeen, keys: set[str], what: str, timeout: float, need: int | None = None
@@ -388,7 +495,7 @@ class Bench:
             if now > deadline:
                 raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}: {count}/{need} reached")
             if now > next_report:
-                self.progress.log(f"{what}: {count}/{need} (operator {self.gauges()})")
+                self.progress.log(f"{what}: {count}/{need} ({self.describe(self.gauges())})")
                 next_report = now + 10
             time.sleep(poll)
         return sorted(watcher.times(keys))[need - 1]
@@ -424,26 +531,39 @@ class Bench:
             watcher.stop()
         if restarts := sum(w.restarts for w in self.watches):
             self.progress.log(f"the benchmark's watches broke and listed again {restarts} times")
-        if self.operator is not None:
-            self.operator.stop()
+        self.stop_operators()
         self.pool.shutdown(cancel_futures=True)
 
     def operator_log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.operator.logs().splitlines()[-lines:]) if self.operator else ""
+        """The last lines of each replica's log (fewer of each when there are several)."""
+        each = max(10, lines // max(1, len(self.operators)))
+        tails = [
+            (f"--- {operator.log_path.name}\n" if self.several else "")
+            + "\n".join(operator.logs().splitlines()[-each:])
+            for operator in self.operators
+        ]
+        return "\n".join(tails)
 
     # --- the steps -----------------------------------------------------------------------------------------
 
     def step_rss_idle(self) -> None:
-        self.heading("1", "operator memory, idle")
-        self.start_operator("first")
-        deadline = time.monotonic() + 60
-        while self.gauges() is None:
-            if time.monotonic() > deadline:
-                raise BenchError("the operator's metrics did not answer within 60s")
-            time.sleep(0.2)
+        replicas = f" ({len(self.identities)} replicas)" if self.several else ""
+        self.heading("1", f"operator memory, idle{replicas}")
+        started = self.start_operators("first")
+        settled = self.settle(self.generous(0))
+        self.progress.log(
+            f"every shard held exactly once {settled - started:.1f}s after the first spawn: "
+            f"{self.leases_text(self.holdings())}"
+        )
         time.sleep(self.sizes.pause_seconds)
         self.rss_idle = self.rss()
-        self.record("operator RSS idle (no ManagedSecret)", self.rss_idle, "MiB", note="the RSS figures' baseline")
+        note = "the RSS figures' baseline"
+        if not self.several:
+            self.record("operator RSS idle (no ManagedSecret)", self.rss_idle[0], "MiB", note=note)
+            return
+        n = len(self.rss_idle)
+        self.record("max replica RSS idle (no ManagedSecret)", max(self.rss_idle), "MiB", note=note)
+        self.record(f"sum of {n} replicas' RSS idle (no ManagedSecret)", sum(self.rss_idle), "MiB", note=note)
 
     def step_unrelated(self) -> None:
         n = self.sizes.unrelated
@@ -455,17 +575,16 @@ class Bench:
         rate = f"the raw create rate: {n / seconds:,.0f} Secrets/s with {self.sizes.threads} threads"
         self.record(f"{n:,} unrelated Secrets created", seconds, "s", note=rate)
         time.sleep(self.sizes.pause_seconds)
-        self.record_rss("operator RSS with the unrelated Secrets", self.rss())
+        self.record_rss("with the unrelated Secrets", self.rss())
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far by the API server, etcd and the operator."""
-        pids = {
-            name: int((self.cluster.state_dir / "pids" / f"{name}.pid").read_text())
+        """CPU seconds used so far by the API server, etcd and the operator (its replicas together)."""
+        used = {
+            name: cpu_seconds(int((self.cluster.state_dir / "pids" / f"{name}.pid").read_text()))
             for name in ("kube-apiserver", "etcd")
         }
-        assert self.operator is not None and self.operator.proc is not None
-        pids["operator"] = self.operator.proc.pid
-        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+        used["operator"] = sum(cpu_seconds(self.pid(operator)) for operator in self.operators)
+        return used
 
     def record_cpu(
         self,
@@ -482,7 +601,8 @@ class Bench:
                 base = (vs[2][name] - vs[1][name]) * 1000 / per
                 self.record(f"{name} CPU per {what}", used, "ms", vs=(f"{name} CPU per {vs[0]}", base))
             else:
-                self.record(f"{name} CPU per {what}", used, "ms")
+                note = f"summed over {len(self.operators)} replicas" if name == "operator" and self.several else ""
+                self.record(f"{name} CPU per {what}", used, "ms", note=note)
 
     def step_creates(self) -> None:
         n = self.sizes.objects
@@ -504,6 +624,7 @@ class Bench:
 
         self.managed = self.spread("ms", n)
         keys = {f"{ns}/{name}" for ns, name in self.managed}
+        self.managed_keys |= keys
         items = [(ns, managed_secret(name)) for ns, name in self.managed]
         start = self.audit.mark()
         ms_cpu = self.cpu()
@@ -520,6 +641,7 @@ class Bench:
         self.settle(self.generous(n))
         ms_cpu_after = self.cpu()
         rss_all = self.rss()
+        served = [g.objects if g is not None else 0.0 for g in self.gauges()]
         self.create_window = (start, self.audit.mark())
         self.record(
             f"{n:,} ManagedSecrets created -> all projected",
@@ -531,8 +653,14 @@ class Bench:
         # Where the time goes: all three processes share the machine's cores.
         self.record_cpu("ManagedSecret", ms_cpu, ms_cpu_after, n, vs=("raw Secret", raw_cpu, raw_cpu_after))
         if rss_1000 is not None:
-            self.record_rss("operator RSS at 1,000 ManagedSecrets", rss_1000)
-        self.record_rss(f"operator RSS at {n:,} ManagedSecrets, settled", rss_all)
+            self.record_rss("at 1,000 ManagedSecrets", rss_1000)
+        self.record_rss(f"at {n:,} ManagedSecrets, settled", rss_all)
+        # How evenly the shards spread the objects (managed_secrets_objects of each replica, settled).
+        share = n / len(served)
+        even = f"an even share ({n:,} / {len(served)})"
+        each = ", ".join(f"{who} {count:,.0f}" for who, count in zip(self.identities, served, strict=True))
+        self.record("ManagedSecrets served per replica, min", min(served), "objects", vs=(even, share), note=each)
+        self.record("ManagedSecrets served per replica, max", max(served), "objects", vs=(even, share))
 
     def step_writes_per_object(self) -> None:
         n = self.sizes.objects
@@ -552,6 +680,7 @@ class Bench:
         self.heading("5", f"latency create -> projected: {s} creates one at a time, on the settled operator")
         assert self.projected is not None
         managed = [(ns, managed_secret(name)) for ns, name in self.spread("lat-ms", s)]
+        self.managed_keys |= {f"{ns}/{body['metadata']['name']}" for ns, body in managed}
         ours = self.sequential(self.projected, managed, self.create_managed)
         self.created += s
         self.settle(self.generous(s))
@@ -576,20 +705,38 @@ class Bench:
         self.settle(self.generous(self.sizes.latency_samples))
         start = self.audit.mark()
         time.sleep(seconds)
-        tally = self.audit.tally(self.operator_user, start, self.audit.mark())
+        end = self.audit.mark()
+        self.steady_spans.append((self.create_window[0], end))  # steps 3 to 6: the shards stayed put
+        tally = self.audit.tally(self.operator_user, start, end)
         self.writes_table("operator writes while idle (total)", tally, 1)
-        self.record(f"operator writes in {seconds:.0f} s idle", tally.total_writes, "writes", vs=("expected", 0))
+        leases = tally.writes_to("leases")
+        self.record(
+            f"operator writes in {seconds:.0f} s idle, Leases apart",
+            tally.total_writes - leases,
+            "writes",
+            vs=("expected", 0),
+        )
+        # Each replica renews its Lease every MSO_LEASE_RENEW_SECONDS (with 10 % jitter).
+        n = len(self.operators)
+        self.record(
+            f"Lease renewals in {seconds:.0f} s idle",
+            leases,
+            "renewals",
+            vs=(f"{n} replica{'s' if n > 1 else ''}, one each {RENEW_SECONDS:g} s", n * seconds / RENEW_SECONDS),
+        )
 
     def step_cold_start(self) -> None:
-        self.heading("7", "cold start: the operator restarted -> steady")
-        assert self.operator is not None
-        self.operator.stop()
+        if self.several:
+            self.heading("7", f"cold start: all {len(self.operators)} replicas stopped, then started -> steady")
+        else:
+            self.heading("7", "cold start: the operator restarted -> steady")
+        self.stop_operators()
         listed = time.monotonic()
         total = len(list_all(managed_lister(self.admin))[0])
         secrets = len(list_all(secrets_lister(self.admin))[0])
         listed = time.monotonic() - listed
         start = self.audit.mark()
-        started = self.start_operator("restart")
+        started = self.start_operators("restart")
         if total != self.created:
             raise BenchError(f"{total} ManagedSecrets exist, {self.created} were created")
         steady = self.settle(self.generous(total))
@@ -598,21 +745,25 @@ class Bench:
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
         pause = f"{self.sizes.pause_seconds:g} s"
         self.writes_table(f"operator writes during cold start (total, until steady + {pause})", tally, 1)
+        until = "objects == total and pending_work == 0 in 3 polls"
+        if self.several:
+            until = "the summed objects == total, pending_work == 0 and every shard held once, in 3 polls"
         self.record(
             f"cold start -> steady ({total:,} ManagedSecrets)",
             steady - started,
             "s",
             vs=(f"list {total:,} ManagedSecrets + {secrets:,} Secrets", listed),
-            note="from spawn until objects == total and pending_work == 0 in 3 polls",
+            note=f"from spawn until {until}",
         )
+        leases = tally.writes_to("leases")
         self.record(
-            "operator writes during cold start",
-            tally.total_writes,
+            "operator writes during cold start, Leases apart",
+            tally.total_writes - leases,
             "writes",
             vs=("expected", 0),
-            note=responses(tally),
+            note=f"{responses(tally)}; {leases} Lease writes",
         )
-        self.record_rss("operator RSS after cold start, steady", rss)
+        self.record_rss("after cold start, steady", rss)
 
     def step_rotations(self) -> None:
         r = self.sizes.rotations
@@ -637,6 +788,7 @@ class Bench:
         watcher.stop()
         time.sleep(2)
         end = self.audit.mark()
+        self.steady_spans.append((start, end))
         tally = self.audit.tally(self.operator_user, start, end)
         client_writes = self.audit.tally(ADMIN_USER, start, end).total_writes
         self.writes_table("operator writes per rotation", tally, r)
@@ -655,6 +807,38 @@ class Bench:
             note=f"{responses(tally)}; GETs {tally.gets / r:.2f}/rotation",
         )
 
+    def managed_secret_of(self, ref: Object) -> str | None:
+        """The ManagedSecret (``namespace/name``) a write's objectRef is about: the object itself (and its
+        status), its projected Secret (same name, same namespace) or its store Secret (msec.<ns>.<name>)."""
+        assert self.env is not None
+        namespace, name = ref.get("namespace", ""), ref.get("name", "")
+        if ref.get("resource") == "secrets" and namespace == self.env.namespace:
+            if not name.startswith("msec."):
+                return None
+            namespace, _, name = name.removeprefix("msec.").partition(".")
+        elif ref.get("resource") not in ("managedsecrets", "secrets"):
+            return None
+        key = f"{namespace}/{name}"
+        return key if key in self.managed_keys else None
+
+    def step_one_writer(self) -> None:
+        self.heading("9", "ManagedSecrets written by more than one replica (audit log User-Agents)")
+        writers = self.audit.writers(self.operator_user, self.steady_spans, self.managed_secret_of)
+        shared = sorted(key for key, agents in writers.items() if len(agents) > 1)
+        agents = Counter(agent for found in writers.values() for agent in found)
+        by = ", ".join(
+            f"{agent.rpartition('/')[2] or agent}: {count:,}" for agent, count in sorted(agents.items())
+        )
+        self.record(
+            "ManagedSecrets written by more than one replica",
+            len(shared),
+            "objects",
+            vs=("expected", 0),
+            note=f"steps 3-6 and 8, the cold start left out; {len(writers):,} objects written, by {by or '-'}",
+        )
+        if shared:
+            print(f"  for example: {', '.join(shared[:5])}")
+
     def run(self) -> None:
         self.setup()
         self.step_rss_idle()
@@ -665,6 +849,7 @@ class Bench:
         self.step_idle_writes()
         self.step_cold_start()
         self.step_rotations()
+        self.step_one_writer()
 
 
 # --- command line ------------------------------------------------------------------------------------------
@@ -680,11 +865,14 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--rotations", type=int, help=f"rotations (--objects; quick {QUICK.rotations})")
     parser.add_argument("--namespaces", type=int, help=f"namespaces ({FULL.namespaces}; quick {QUICK.namespaces})")
     parser.add_argument("--threads", type=int, help=f"client threads ({FULL.threads})")
+    parser.add_argument(
+        "--replicas", type=int, help=f"operator processes sharing the ManagedSecrets by shard ({FULL.replicas})"
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="leave the control plane (and its logs) running")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    for name in ("objects", "unrelated", "namespaces", "threads"):
+    for name in ("objects", "unrelated", "namespaces", "threads", "replicas"):
         if getattr(args, name) is not None:
             sizes = dataclasses.replace(sizes, **{name: getattr(args, name)})
     rotations = args.rotations
@@ -729,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"managed-secrets-operator cluster benchmark{' (quick)' if args.quick else ''}: {sizes.objects:,} "
         f"ManagedSecrets, {sizes.unrelated:,} unrelated Secrets, {sizes.rotations:,} rotations, "
-        f"{sizes.namespaces} namespaces, {sizes.threads} client threads",
+        f"{sizes.namespaces} namespaces, {sizes.threads} client threads, "
+        f"{sizes.replicas} operator replica{'s' if sizes.replicas > 1 else ''}",
         flush=True,
     )
     try:

@@ -1,5 +1,5 @@
 """What the cluster benchmark measures with: API calls without model overhead, a watch that timestamps
-objects, the API server's audit log, and the operator's metrics and memory.
+objects, the API server's audit log, the replicas' member Leases, and the operator's metrics and memory.
 
 Kept apart from the steps in ``bench/cluster.py`` so each step reads as what it measures, not how.
 """
@@ -181,6 +181,10 @@ class Tally:
     def total_writes(self) -> int:
         return sum(self.writes.values())
 
+    def writes_to(self, resource: str) -> int:
+        """Writes of any verb to ``resource`` (e.g. ``leases``), subresources included."""
+        return sum(n for what, n in self.writes.items() if what.split(" ", 1)[1].split("/")[0] == resource)
+
 
 class AuditLog:
     """The API server's JSON-lines audit log; ``mark()`` positions delimit the stretches to count."""
@@ -211,6 +215,31 @@ class AuditLog:
                 continue
             _count(result, entry)
         return result
+
+    def writers(
+        self, user: str, spans: Iterable[tuple[int, int]], key: Callable[[Object], str | None]
+    ) -> dict[str, set[str]]:
+        """For each object ``key`` maps a write's objectRef to (None: not counted), the User-Agents of
+        ``user``'s writes to it in the stretches ``spans`` (pairs of marks), failed writes included."""
+        found: dict[str, set[str]] = {}
+        needle = json.dumps(user).encode()
+        with self.path.open("rb") as f:
+            for start, end in spans:
+                f.seek(start)
+                for line in f.read(end - start).splitlines():
+                    if needle not in line:
+                        continue
+                    entry = json.loads(line)
+                    if (
+                        entry.get("user", {}).get("username") != user
+                        or entry.get("stage") != "ResponseComplete"
+                        or entry.get("verb") not in WRITE_VERBS
+                    ):
+                        continue
+                    k = key(entry.get("objectRef") or {})
+                    if k is not None:
+                        found.setdefault(k, set()).add(str(entry.get("userAgent", "")))
+        return found
 
 
 def _count(result: Tally, entry: Object) -> None:
@@ -249,10 +278,20 @@ def cpu_seconds(pid: int) -> float:
 class Gauges:
     objects: float  # managed_secrets_objects: ManagedSecrets the process serves
     pending: float  # managed_secrets_pending_work: reconciles queued or running
+    shards: float = 0  # managed_secrets_owned_shards: shards this replica serves
+    leader: float = 0  # managed_secrets_is_leader
+    replicas: float = 0  # managed_secrets_replicas: live replicas this replica sees
+
+    def __str__(self) -> str:
+        lead = ", leader" if self.leader else ""
+        return (
+            f"objects {self.objects:g}, pending {self.pending:g}, shards {self.shards:g}{lead}, "
+            f"sees {self.replicas:g} replicas"
+        )
 
 
 def read_gauges(port: int) -> Gauges | None:
-    """The two gauges from the operator's /metrics, or None while it does not answer (or lacks them)."""
+    """The operator's gauges from its /metrics, or None while it does not answer (or lacks the first two)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -261,4 +300,22 @@ def read_gauges(port: int) -> Gauges | None:
     values = {f.name: f.samples[0].value for f in text_string_to_metric_families(text) if f.samples}
     if "managed_secrets_objects" not in values or "managed_secrets_pending_work" not in values:
         return None
-    return Gauges(values["managed_secrets_objects"], values["managed_secrets_pending_work"])
+    return Gauges(
+        values["managed_secrets_objects"],
+        values["managed_secrets_pending_work"],
+        values.get("managed_secrets_owned_shards", 0),
+        values.get("managed_secrets_is_leader", 0),
+        values.get("managed_secrets_replicas", 0),
+    )
+
+
+def read_leases(call: Callable[..., Any], namespace: str, label_selector: str, annotation: str) -> dict[str, str]:
+    """Each Lease's holder (its name if it has none) and the value of ``annotation`` on it ("" if absent);
+    ``call`` is ``CoordinationV1Api.list_namespaced_lease``."""
+    items = json.loads(send(call, namespace, label_selector=label_selector)).get("items") or []
+    return {
+        (item.get("spec") or {}).get("holderIdentity") or item["metadata"]["name"]: (
+            (item["metadata"].get("annotations") or {}).get(annotation, "")
+        )
+        for item in items
+    }

@@ -852,6 +852,7 @@ def test_cluster_wide_install_reconciles_and_names_a_missing_verb(
             wait_ready(admin, app, "ok")
             kube.eventually(lambda: store_exists(admin, release, app, "ok"), what="our operator's store record")
             assert client.CoreV1Api(admin).read_namespaced_secret("ok", app).data["password"]
+            assert member_lease(admin, release) is not None  # written with the chart's Lease Role
             # Rotate it with a restart target: every verb the rotation path uses is in the chart's role.
             apps = client.AppsV1Api(admin)
             apps.create_namespaced_deployment(app, kube.web_deployment())

@@ -110,6 +110,14 @@ class SecretWatch:
 
     _paused = False
 
+    def relist(self) -> None:
+        """Lists again and reports every object listed (as ``ADDED``), changed or not."""
+        self._forget = True
+        self._restart.set()
+        self._interrupt()
+
+    _forget = False
+
     def _interrupt(self) -> None:
         response = self._response
         if response is not None:
@@ -157,6 +165,9 @@ class SecretWatch:
         relist = self.synced.is_set()
         released = self._selector_changed
         self._selector_changed = False
+        if self._forget:
+            self._forget = False
+            self._revisions = {}
         while not self._paused:
             response = self._call(limit=self._page_size, _continue=cont, _request_timeout=(10, 60))
             page = json.loads(response.data)

@@ -237,6 +237,10 @@ class ManagedSecretWatches:
         self._selector = selector
         for w in self._share:
             w.set_label_selector(selector)
+        # An object created while its shard was moving was dropped by every replica: the new watches list
+        # the (few) objects not labelled yet again, and the replica now holding its shard takes it.
+        for w in self._new:
+            w.relist()
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._share)
