@@ -314,11 +314,12 @@ class Bench:
                 f"operator RSS {what}", rss[0], "MiB", vs=("operator RSS idle", idle), note=over_idle(rss[0], idle)
             )
             return
-        for label, value, idle in (
-            ("max replica RSS", max(rss), max(self.rss_idle)),
-            (f"sum of {len(rss)} replicas' RSS", sum(rss), sum(self.rss_idle)),
+        for label, value, idle, of in (
+            ("replica RSS max", max(rss), max(self.rss_idle), "the largest"),
+            ("replica RSS sum", sum(rss), sum(self.rss_idle), "summed"),
         ):
-            self.record(f"{label} {what}", value, "MiB", vs=(f"{label} idle", idle), note=over_idle(value, idle))
+            note = f"{over_idle(value, idle)}; {of} of {len(rss)} replicas"
+            self.record(f"{label} {what}", value, "MiB", vs=(f"{label} idle", idle), note=note)
 
     def writes_table(self, title: str, tally: Tally, per: int) -> None:
         """Prints and records ``tally``'s writes by verb and resource, divided by ``per``."""
@@ -562,8 +563,8 @@ class Bench:
             self.record("operator RSS idle (no ManagedSecret)", self.rss_idle[0], "MiB", note=note)
             return
         n = len(self.rss_idle)
-        self.record("max replica RSS idle (no ManagedSecret)", max(self.rss_idle), "MiB", note=note)
-        self.record(f"sum of {n} replicas' RSS idle (no ManagedSecret)", sum(self.rss_idle), "MiB", note=note)
+        self.record("replica RSS max idle (no ManagedSecret)", max(self.rss_idle), "MiB", note=f"{note}; of {n}")
+        self.record("replica RSS sum idle (no ManagedSecret)", sum(self.rss_idle), "MiB", note=f"{note}; of {n}")
 
     def step_unrelated(self) -> None:
         n = self.sizes.unrelated
@@ -757,7 +758,7 @@ class Bench:
         )
         leases = tally.writes_to("leases")
         self.record(
-            "operator writes during cold start, Leases apart",
+            "operator writes in cold start, Leases apart",
             tally.total_writes - leases,
             "writes",
             vs=("expected", 0),
@@ -827,10 +828,11 @@ class Bench:
         shared = sorted(key for key, agents in writers.items() if len(agents) > 1)
         agents = Counter(agent for found in writers.values() for agent in found)
         by = ", ".join(
-            f"{agent.rpartition('/')[2] or agent}: {count:,}" for agent, count in sorted(agents.items())
+            f"{agent.removeprefix('managed-secrets-operator/') or '(none)'}: {count:,}"
+            for agent, count in sorted(agents.items())
         )
         self.record(
-            "ManagedSecrets written by more than one replica",
+            "ManagedSecrets written by 2+ replicas",
             len(shared),
             "objects",
             vs=("expected", 0),

@@ -4,7 +4,7 @@ side effect, a rolling restart that writes nothing, a partitioned replica that s
 
 The session's own operator is stopped for this module, so that only the replicas act. Figures (takeover
 time, the longest a shard had no owner) are printed for the closing notes, and bounded by what the Lease
-settings promise (``MSO_LEASE_SECONDS=6``, renewed every second): never asserted on wall-clock speed beyond
+settings promise (``MSO_LEASE_SECONDS=8``, renewed every second): never asserted on wall-clock speed beyond
 that bound.
 """
 
@@ -47,7 +47,7 @@ from support.operator import (
 from support.proxy import Proxy
 
 SHARDS = 16
-LEASE_SECONDS = 6.0  # tests/support/operator.py
+LEASE_SECONDS = 8.0  # tests/support/operator.py
 RENEW_SECONDS = 1.0
 FAILOVER_BOUND = LEASE_SECONDS + 4 * RENEW_SECONDS
 """Unseen for the Lease duration, then a round to see it and one to claim and confirm, plus the listing."""
@@ -74,6 +74,7 @@ class Replicas:
             log,
             {"MSO_IDENTITY": identity, "MSO_SHARDS": str(SHARDS), "MSO_PURGE_INTERVAL_SECONDS": "3600"},
             log_level="INFO",
+            log_format="full",  # with timestamps: the handover's timeline can be read from the logs
         )
         process.start()
         self.running[identity] = process
@@ -142,7 +143,9 @@ def served(admin: client.ApiClient, replicas: Replicas) -> Iterator[str]:
     )
     custom = client.CustomObjectsApi(admin)
     for i in range(OBJECTS):
-        custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, managed_secret(f"s-{i:03d}"))
+        custom.create_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, PLURAL, managed_secret(f"s-{i:03d}")
+        )
     kube.eventually(lambda: ready_count(admin, namespace) == OBJECTS, timeout=300, interval=1, what="all Ready")
     yield namespace
     kube.delete_namespace(admin, namespace)
@@ -153,7 +156,10 @@ def ready_count(admin: client.ApiClient, namespace: str) -> int:
     return sum(
         1
         for item in items["items"]
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in (item.get("status") or {}).get("conditions", []))
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (item.get("status") or {}).get("conditions", [])
+        )
     )
 
 
@@ -238,7 +244,9 @@ def calls_by_key(endpoint: Endpoint, since: int) -> Counter[str]:
 
 
 def owner_of(replicas: Replicas, admin: client.ApiClient, namespace: str, name: str) -> str:
-    body = client.CustomObjectsApi(admin).get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+    body = client.CustomObjectsApi(admin).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, PLURAL, name
+    )
     shard = int(body["metadata"]["labels"][SHARD_LABEL])
     return next(i for i, held in replicas.leases().items() if shard in held)
 
@@ -286,7 +294,9 @@ def test_sigkill_during_rotations_is_taken_over_and_nothing_is_done_twice(
 
     kube.eventually(taken_over, timeout=60, interval=0.1, what="the killed replica's shards to be taken over")
     takeover = time.monotonic() - killed
-    print(f"\nSIGKILL of {victim} (served {len(victims_objects)} of {len(names)}): shards taken over in {takeover:.1f}s")
+    print(
+        f"\nSIGKILL of {victim} (served {len(victims_objects)} of {len(names)}): shards taken over in {takeover:.1f}s"
+    )
     assert takeover <= FAILOVER_BOUND
 
     def all_rotated() -> bool:
@@ -333,11 +343,12 @@ def test_rolling_restart_leaves_no_shard_without_owner_and_writes_nothing(
     time.sleep(2)  # the last status writes of the previous test's replicas have landed
     offset = audit_log.stat().st_size
     unowned_since: dict[object, float] = {}
-    longest = [0.0]
+    gaps: list[tuple[float, object, str]] = []
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.2):
+        while True:
+            last = stop.wait(0.2)
             try:
                 leases = replicas.leases()
             except Exception:  # noqa: S112 - a failed sample is just skipped
@@ -347,9 +358,14 @@ def test_rolling_restart_leaves_no_shard_without_owner_and_writes_nothing(
             for shard in EVERY:
                 if shard in held:
                     if shard in unowned_since:
-                        longest[0] = max(longest[0], now - unowned_since.pop(shard))
+                        owner = next(i for i, s in leases.items() if shard in s)
+                        gaps.append(
+                            (now - unowned_since.pop(shard), shard, f"{time.strftime('%H:%M:%S')} {owner}")
+                        )
                 else:
                     unowned_since.setdefault(shard, now)
+            if last:
+                return
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -359,7 +375,14 @@ def test_rolling_restart_leaves_no_shard_without_owner_and_writes_nothing(
         kube.eventually(lambda: replicas.settled(set(replicas.running)), timeout=60, what="the shards settled")
     stop.set()
     sampler.join()
-    print(f"\nrolling restart of 3 replicas with {OBJECTS} objects: longest a shard had no owner {longest[0]:.1f}s")
+    longest = max(gaps, default=(0.0, None, ""))
+    print(
+        f"\nrolling restart of 3 replicas with {OBJECTS} objects: longest a shard had no owner {longest[0]:.1f}s"
+    )
+    print(
+        "  the longest gaps (seconds, shard, when it was taken and by whom):",
+        sorted(gaps, key=lambda g: g[0])[-5:],
+    )
     assert not unowned_since and longest[0] <= FAILOVER_BOUND
     assert ready_count(admin, served) == OBJECTS
     time.sleep(3)

@@ -144,6 +144,7 @@ class OperatorProcess:
         *,
         liveness: bool = False,
         log_level: str = "DEBUG",
+        log_format: str = "plain",
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -152,6 +153,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness = liveness
         self.log_level = log_level
+        self.log_format = log_format
         self.liveness_port = 0
 
     @property
@@ -173,8 +175,8 @@ class OperatorProcess:
             "MSO_WATCH_TIMEOUT_SECONDS": str(WATCH_TIMEOUT_SECONDS),
             # The schedule tests rotate every few seconds, below the production floor of one minute.
             "MSO_MIN_ROTATION_INTERVAL_SECONDS": "1",
-            # Short Leases: a replica that dies is taken over in seconds (6 s unseen, renewed every second).
-            "MSO_LEASE_SECONDS": "6",
+            # Short Leases: a replica that dies is taken over in seconds (8 s unseen, renewed every second).
+            "MSO_LEASE_SECONDS": "8",
             "MSO_LEASE_RENEW_SECONDS": "1",
             **self.extra_env,
         }
@@ -196,7 +198,7 @@ class OperatorProcess:
             "-m",
             "managed_secrets.operator.main",
             f"--log-level={self.log_level}",
-            "--log-format=plain",
+            f"--log-format={self.log_format}",
         ]
         if self.liveness:
             with socket.socket() as s:

@@ -316,3 +316,19 @@ def test_a_claim_that_meets_another_claim_is_not_acted_on_and_is_dropped() -> No
     clock.now += 0.5
     b.round()
     assert not (parse_held(leases.items["member-b"].held) & set(range(SHARDS))), "the contested claims dropped"
+
+
+def test_a_stall_of_our_own_reads_expires_nobody() -> None:
+    m = Membership("me", SHARDS, LEASE, LEASE - 2, read_gap=3 * RENEW)
+    m.renewed(0.0)
+    m.observe([Member("me", "1"), Member("other", "5", frozenset({1}))], now=0.0)
+    # Our process (or the API server) stalled for longer than the Lease duration: the other's Lease is unchanged
+    # in the first read after the stall, which proves nothing about its renewals.
+    m.renewed(LEASE + 1)
+    m.observe([Member("me", "2"), Member("other", "5", frozenset({1}))], now=LEASE + 1)
+    assert {x.identity for x in m.live(LEASE + 1)} == {"me", "other"}
+    # Regular reads that keep seeing it unchanged do expire it.
+    for t in range(int(LEASE) + 2, 2 * int(LEASE) + 3):
+        m.renewed(float(t))
+        m.observe([Member("me", str(t)), Member("other", "5", frozenset({1}))], now=float(t))
+    assert {x.identity for x in m.live(2 * LEASE + 2)} == {"me"}

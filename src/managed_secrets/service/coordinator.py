@@ -55,7 +55,7 @@ class Coordinator:
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
         fence = max(renew_seconds, lease_seconds - 2 * renew_seconds)
-        self.membership = Membership(identity, share.shards, lease_seconds, fence)
+        self.membership = Membership(identity, share.shards, lease_seconds, fence, read_gap=3 * renew_seconds)
         self._leases = leases
         self._clock = clock
         self._on_count = on_count

@@ -12,7 +12,8 @@ replicas never both act on a shard: of two claims, the second one's confirming r
 
 A member is live while its Lease keeps changing: another replica counts a Lease as expired ``lease_seconds``
 after it last saw it change, on its own clock (never comparing timestamps across machines, as client-go's leader
-election does). A replica whose own renewals fail stops acting ``fence_seconds`` (< ``lease_seconds``) after its
+election does), and only over reads that came regularly (a stall of its own, or of the API server, restarts the
+count rather than expiring everyone). A replica whose own renewals fail stops acting ``fence_seconds`` (< ``lease_seconds``) after its
 last renewal began: before anyone else may count its Lease as expired.
 """
 
@@ -93,9 +94,13 @@ class Membership:
     shards: int
     lease_seconds: float
     fence_seconds: float
+    read_gap: float = math.inf
+    """Reads further apart than this (our process or the API server stalled) prove nothing about the others'
+    renewals in between: every Lease then counts as changed at the read that ends the gap."""
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _members: dict[str, Member] = field(default_factory=dict)
     _renewed_at: float | None = None
+    _read_at: float | None = None
 
     @property
     def all_shards(self) -> frozenset[Shard]:
@@ -106,9 +111,11 @@ class Membership:
     def observe(self, members: Iterable[Member], now: float) -> None:
         """Every member Lease as just read (ours included); ``now`` from a monotonic clock."""
         current = {m.identity: m for m in members}
+        stalled = self._read_at is not None and now - self._read_at > self.read_gap
+        self._read_at = now
         for identity, member in current.items():
             seen = self._seen.get(identity)
-            if seen is None or seen.revision != member.revision:
+            if seen is None or seen.revision != member.revision or stalled:
                 self._seen[identity] = _Seen(member.revision, now)
         for identity in list(self._seen):
             if identity not in current:
