@@ -19,7 +19,6 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -295,7 +294,8 @@ def test_sigkill_during_rotations_is_taken_over_and_nothing_is_done_twice(
     kube.eventually(taken_over, timeout=60, interval=0.1, what="the killed replica's shards to be taken over")
     takeover = time.monotonic() - killed
     print(
-        f"\nSIGKILL of {victim} (served {len(victims_objects)} of {len(names)}): shards taken over in {takeover:.1f}s"
+        f"\nSIGKILL of {victim} (served {len(victims_objects)} of {len(names)}): "
+        f"shards taken over in {takeover:.1f}s"
     )
     assert takeover <= FAILOVER_BOUND
 

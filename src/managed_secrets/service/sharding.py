@@ -13,8 +13,8 @@ replicas never both act on a shard: of two claims, the second one's confirming r
 A member is live while its Lease keeps changing: another replica counts a Lease as expired ``lease_seconds``
 after it last saw it change, on its own clock (never comparing timestamps across machines, as client-go's leader
 election does), and only over reads that came regularly (a stall of its own, or of the API server, restarts the
-count rather than expiring everyone). A replica whose own renewals fail stops acting ``fence_seconds`` (< ``lease_seconds``) after its
-last renewal began: before anyone else may count its Lease as expired.
+count rather than expiring everyone). A replica whose own renewals fail stops acting ``fence_seconds``
+(< ``lease_seconds``) after its last renewal began: before anyone else may count its Lease as expired.
 """
 
 from __future__ import annotations
