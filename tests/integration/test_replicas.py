@@ -375,7 +375,7 @@ def test_rolling_restart_leaves_no_shard_without_owner_and_writes_nothing(
         kube.eventually(lambda: replicas.settled(set(replicas.running)), timeout=60, what="the shards settled")
     stop.set()
     sampler.join()
-    longest = max(gaps, default=(0.0, None, ""))
+    longest = max(gaps, key=lambda g: g[0], default=(0.0, None, ""))
     print(
         f"\nrolling restart of 3 replicas with {OBJECTS} objects: longest a shard had no owner {longest[0]:.1f}s"
     )

@@ -74,8 +74,6 @@ class SecretWatch:
         self._revisions: dict[tuple[str, str], str] = {}
         self.synced = threading.Event()
         self._stop = threading.Event()
-        self._restart = threading.Event()
-        self._selector_changed = False
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
 
@@ -96,56 +94,31 @@ class SecretWatch:
         self._stop.set()
         self._interrupt()
 
-    def set_label_selector(self, label_selector: str | None) -> None:
-        """Lists again with ``label_selector`` (``None``: lists nothing); what the new listing lacks is reported
-        as gone (``_seen`` with kind ``RELEASED``)."""
-        if label_selector:
-            self._selectors["label_selector"] = label_selector
-        else:
-            self._selectors.pop("label_selector", None)
-        self._paused = not label_selector
-        self._selector_changed = True
-        self._restart.set()
-        self._interrupt()
-
-    _paused = False
-
-    def relist(self) -> None:
-        """Lists again and reports every object listed (as ``ADDED``), changed or not."""
-        self._forget = True
-        self._restart.set()
-        self._interrupt()
-
-    _forget = False
-
     def _interrupt(self) -> None:
+        """Ends the stream being read, without waiting: closing a response waits for the read another thread is
+        blocked in, which can last until the next event or the server's timeout, so it is done off this thread
+        (the watch thread stops at its next event or when the stream ends, and reports nothing more)."""
         response = self._response
         if response is not None:
-            try:
-                response.close()  # the stream's read in the watch thread ends with an error, which is expected
-            except Exception as e:
-                log.debug("watch %s: closing the stream: %s", self.name, _describe(e))
+            threading.Thread(target=_close, args=(response, self.name), daemon=True).start()
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                self._restart.clear()
                 version = self._list()
                 self.synced.set()
                 failures = 0
-                while not self._stop.is_set() and not self._restart.is_set():
+                while not self._stop.is_set():
                     version = self._watch(version)
-                    if self._paused:
-                        self._restart.wait(1.0)
             except _Gone:
                 log.info("watch %s: resourceVersion expired; listing again", self.name)
                 failures = 0
                 if self._stop.wait(0.5):
                     return
             except Exception as e:  # a connection reset, a 5xx, a token being rotated: back off and go on
-                if self._restart.is_set() or self._stop.is_set():
-                    continue  # the stream was closed on purpose: list again (with the new selector) at once
+                if self._stop.is_set():
+                    return  # the stream was closed on purpose
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter only
                 log.warning("watch %s failed (retry in %.1fs): %s", self.name, delay, _describe(e))
@@ -163,12 +136,7 @@ class SecretWatch:
         cont: str | None = None
         version = ""
         relist = self.synced.is_set()
-        released = self._selector_changed
-        self._selector_changed = False
-        if self._forget:
-            self._forget = False
-            self._revisions = {}
-        while not self._paused:
+        while True:
             response = self._call(limit=self._page_size, _continue=cont, _request_timeout=(10, 60))
             page = json.loads(response.data)
             for item in page.get("items") or []:
@@ -184,23 +152,19 @@ class SecretWatch:
             cont = page_meta.get("continue")
             if not cont:
                 break
-        # A list after the watch fell behind (or its selector changed): report what went away meanwhile.
+        # A list after the watch fell behind: report what went away meanwhile.
         for key in [k for k in self._revisions if k not in listed]:
-            meta = {"namespace": key[0], "name": key[1]}
-            self._seen("RELEASED" if released else "DELETED", key, None, {"metadata": meta})
+            self._seen("DELETED", key, None, {"metadata": {"namespace": key[0], "name": key[1]}})
         self._revisions = listed
         return version
 
     def _seen(self, kind: str, key: tuple[str, str], version: str | None, item: Mapping[str, Any]) -> None:
         """One object from a listing (kind ``LISTED`` on the first one) or a watch event."""
-        if kind == "LISTED" and not self._report_listed:
+        if self._stop.is_set() or (kind == "LISTED" and not self._report_listed):
             return
-        annotations = (item.get("metadata") or {}).get("annotations") or {} if kind != "RELEASED" else {}
-        self._emit(key, version, annotations)
+        self._emit(key, version, (item.get("metadata") or {}).get("annotations") or {})
 
     def _watch(self, version: str) -> str:
-        if self._paused:
-            return version
         response = self._response = self._call(
             watch=True,
             resource_version=version,
@@ -227,7 +191,7 @@ class SecretWatch:
                 else:
                     self._revisions[key] = version
                     self._seen(str(kind), key, version, obj)
-                if self._stop.is_set() or self._restart.is_set():
+                if self._stop.is_set():
                     break
         finally:
             self._response = None
@@ -241,6 +205,13 @@ class SecretWatch:
             self._on_change(SecretChange(key[0], key[1], version, dict(annotations)))
         except Exception as e:  # one failing callback never stops the watch
             log.warning("watch %s: handling %s/%s failed: %s", self.name, key[0], key[1], _describe(e))
+
+
+def _close(response: Any, name: str) -> None:
+    try:
+        response.close()
+    except Exception as e:  # the socket is going away anyway
+        log.debug("watch %s: closing the stream: %s", name, _describe(e))
 
 
 def _events(response: Any) -> Iterator[dict[str, Any]]:
@@ -259,8 +230,7 @@ class ObjectWatch(SecretWatch):
     """The same list-then-watch loop for ManagedSecrets, handing each whole object to ``on_event(kind, body)``.
 
     ``kind`` is ``None`` for the objects of the first listing (as a start-up listing), ``ADDED``/``MODIFIED``/
-    ``DELETED`` for watch events and for what a later listing found changed, and ``RELEASED`` for objects that
-    left the watch's label selector when it was changed (another replica serves them now). ``on_event`` may
+    ``DELETED`` for watch events and for what a later listing found changed. ``on_event`` may
     block: that is the back-pressure that keeps a listing of many objects from being held in memory at once
     (only one page is).
     """
@@ -290,7 +260,6 @@ class ObjectWatch(SecretWatch):
         self._custom = client.CustomObjectsApi(api)
         self._resource = (group, version, plural)
         self._on_event = on_event
-        self._paused = not label_selector
 
     def _call(self, **kwargs: Any) -> Any:
         kwargs.update(self._selectors)
@@ -301,6 +270,8 @@ class ObjectWatch(SecretWatch):
         return self._custom.list_cluster_custom_object(*self._resource, _preload_content=False, **kwargs)
 
     def _seen(self, kind: str, key: tuple[str, str], version: str | None, item: Mapping[str, Any]) -> None:
+        if self._stop.is_set():
+            return  # replaced by a watch with another selector: it reports nothing more
         try:
             self._on_event(None if kind == "LISTED" else kind, item)
         except Exception as e:  # one failing callback never stops the watch

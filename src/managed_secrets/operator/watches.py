@@ -13,6 +13,7 @@ Together they are the ``Revisions`` the service resumes objects from. No other S
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -182,68 +183,86 @@ def _first(watches: list[SecretWatch], namespace: str, name: str) -> str | None:
 class ManagedSecretWatches:
     """The ManagedSecret watches of this replica, per scope (every namespace, or each watched one):
 
-    - its share: label ``managedsecrets.io/shard in (...)`` for the shards it serves, changed (a new listing)
-      whenever they change, and paused while it serves none;
+    - its share: label ``managedsecrets.io/shard in (...)`` for the shards it serves;
     - new objects: ``managedsecrets.io/shard notin (0..n-1)``, i.e. not labelled yet; every replica sees these
       few, and the one whose shard the name hashes to labels it (with the finalizer) and serves it.
 
+    When the shards change, both are replaced by watches that list afresh (what left the share is forgotten by
+    the service's ``release``; an object created while its shard was moving is in the new listing of
+    unlabelled ones). A replaced watch is stopped without waiting for its stream and reports nothing more.
     Objects go through the ``Dispatcher`` (one pending entry per object, the listing throttled to the workers).
     """
 
     def __init__(
         self, api: client.ApiClient, cfg: OperatorConfig, dispatcher: Dispatcher, initial: frozenset[Shard]
     ) -> None:
-        scopes: tuple[str | None, ...] = cfg.watch_namespaces or (None,)
-        every = ",".join(str(s) for s in range(cfg.shards))
+        self._api = api
+        self._scopes: tuple[str | None, ...] = cfg.watch_namespaces or (None,)
+        self._every = ",".join(str(s) for s in range(cfg.shards))
+        self._timeout = cfg.watch_timeout_seconds
         self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self._started = False
+        self._selector = _selector(initial)
+        self._watches = self._build(self._selector)
 
+    def _build(self, selector: str | None) -> list[ObjectWatch]:
         def unlabelled(kind: str | None, body: Mapping[str, Any]) -> None:
             # An object leaves this watch when it gets its shard label: the watch reports that as DELETED, but
             # the object lives on in its owner's share watch (a real deletion is seen there too).
-            if kind not in ("DELETED", "RELEASED"):
-                dispatcher.offer(kind, body)
+            if kind != "DELETED":
+                self._dispatcher.offer(kind, body)
 
-        def watch(name: str, ns: str | None, selector: str | None, new: bool = False) -> ObjectWatch:
+        def watch(name: str, ns: str | None, label_selector: str, on_event: Any) -> ObjectWatch:
             return ObjectWatch(
-                api,
+                self._api,
                 name + (f" in {ns}" if ns else ""),
                 group=API_GROUP,
                 version=API_VERSION,
                 plural=PLURAL,
-                on_event=unlabelled if new else dispatcher.offer,
+                on_event=on_event,
                 namespace=ns,
-                label_selector=selector,
-                timeout_seconds=cfg.watch_timeout_seconds,
+                label_selector=label_selector,
+                timeout_seconds=self._timeout,
             )
 
-        self._share = [watch("managedsecrets", ns, _selector(initial)) for ns in scopes]
-        self._new = [watch("new managedsecrets", ns, f"{SHARD_LABEL} notin ({every})", True) for ns in scopes]
-        self._selector = _selector(initial)
+        watches = [
+            watch("new managedsecrets", ns, f"{SHARD_LABEL} notin ({self._every})", unlabelled)
+            for ns in self._scopes
+        ]
+        if selector is not None:
+            watches += [watch("managedsecrets", ns, selector, self._dispatcher.offer) for ns in self._scopes]
+        return watches
 
     def start(self) -> None:
-        for w in (*self._new, *self._share):
-            w.start()
+        with self._lock:
+            self._started = True
+            for w in self._watches:
+                w.start()
 
     def stop(self) -> None:
         self._dispatcher.stop()
-        for w in (*self._new, *self._share):
-            w.stop()
+        with self._lock:
+            self._started = False
+            for w in self._watches:
+                w.stop()
 
     def follow(self, active: frozenset[Shard]) -> None:
-        """The shards this replica serves changed: list its share again (what left is released)."""
+        """The shards this replica serves changed: watches for the new share list it afresh."""
         selector = _selector(active)
-        if selector == self._selector:
-            return
-        self._selector = selector
-        for w in self._share:
-            w.set_label_selector(selector)
-        # An object created while its shard was moving was dropped by every replica: the new watches list
-        # the (few) objects not labelled yet again, and the replica now holding its shard takes it.
-        for w in self._new:
-            w.relist()
+        with self._lock:
+            if selector == self._selector:
+                return
+            self._selector = selector
+            old, self._watches = self._watches, self._build(selector)
+            if self._started:
+                for w in self._watches:
+                    w.start()
+        for w in old:
+            w.stop()
 
     def __len__(self) -> int:
-        return sum(len(w) for w in self._share)
+        return sum(len(w) for w in self._watches)
 
 
 def _selector(active: frozenset[Shard]) -> str | None:

@@ -154,8 +154,7 @@ class ManagedSecretService:
         """
         meta = body.get("metadata") or {}
         key = RecordKey(str(meta["namespace"]), str(meta["name"]))
-        if event_type in ("DELETED", "RELEASED"):
-            # RELEASED: it left this replica's share (another replica serves it now); nothing is written.
+        if event_type == "DELETED":
             self.forget(key.namespace, key.name)
             return
         shard = self.share.shard(key.namespace, key.name, meta.get("labels"))
