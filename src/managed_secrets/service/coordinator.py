@@ -62,6 +62,7 @@ class Coordinator:
         self._held: frozenset[Shard] = frozenset()
         self._active: frozenset[Shard] = frozenset()
         self._revision: str | None = None
+        self._waiting: dict[Shard, str] = {}
         self._listeners: list[ActiveChanged] = []
         self._release: Release = lambda _shards, _timeout: None
         self._stop = threading.Event()
@@ -134,6 +135,11 @@ class Coordinator:
             self._read()
         now = self._clock()
         plan = self.membership.plan(self._held, self._active, now)
+        if plan.waiting != self._waiting:
+            self._waiting = dict(plan.waiting)
+            for holder in sorted(set(plan.waiting.values())):
+                shards = format_held(s for s, h in plan.waiting.items() if h == holder)
+                log.info("shards %s wait for replica %s to release them", shards, holder)
         stopping = self._active - plan.active
         if stopping:
             self._set_active(self._active & plan.active, self.lease_seconds / 2)

@@ -80,6 +80,8 @@ class Plan:
     """Shards this replica should own and nobody holds: write them into the Lease, then confirm."""
     active: frozenset[Shard]
     """Shards this replica may act on now (held, desired, and nobody else holds them)."""
+    waiting: Mapping[Shard, str] = field(default_factory=dict)
+    """Shards this replica should own that another member still holds (shard -> that member)."""
 
 
 @dataclass
@@ -172,17 +174,19 @@ class Membership:
         if not self.fresh(now):
             return Plan(release=frozenset(), claim=frozenset(), active=frozenset())
         desired = {} if leaving else self.desired(now)
-        others: set[Shard] = set()
+        holders: dict[Shard, str] = {}
         for member in self.live(now):
             if member.identity != self.identity:
-                others |= member.held
+                holders.update(dict.fromkeys(member.held, member.identity))
+        others = set(holders)
         mine = frozenset(s for s, owner in desired.items() if owner == self.identity)
         release = held - mine
         # A claim still unconfirmed that meets another holder is dropped (the other may act already).
         contested = (held - active) & others
         claim = frozenset(s for s in mine - held if s not in others)
         confirmed = frozenset(s for s in (held & mine) - contested if s not in others or s in active)
-        return Plan(release=release | contested, claim=claim, active=confirmed)
+        waiting = {s: holders[s] for s in mine - held if s in holders}
+        return Plan(release=release | contested, claim=claim, active=confirmed, waiting=waiting)
 
 
 class Share:
