@@ -265,3 +265,28 @@ def test_generated_keyring_repr_hides_its_keys() -> None:
 def test_wrapped_key_repr_hides_the_blob() -> None:
     wrapped = WrappedKey(key_id="k1", blob=b"\x01" * 60)
     assert repr(wrapped) == "WrappedKey(key_id='k1', blob=<60 bytes>)"
+
+
+def test_merge_takes_new_keys_and_the_primary_and_drops_none() -> None:
+    """A replica following the keyring Secret another replica rotated: it can open what the other seals under
+    the new key, and still opens what it sealed a moment before under the old one."""
+    ours = LocalKeyring.generate()
+    theirs = LocalKeyring.from_bytes(ours.to_bytes())
+    sealed_before = seal(b"v", secret_id="s", version_id="v1", provider=ours)
+    new = theirs.add_key()
+    theirs.remove_key("k1")
+    assert ours.merge(theirs) is True
+    assert ours.primary_key_id() == new and ours.key_ids() == {"k1", new}
+    assert (
+        open_sealed(
+            seal(b"w", secret_id="s", version_id="v2", provider=theirs),
+            secret_id="s",
+            version_id="v2",
+            provider=ours,
+        )
+        == b"w"
+    )
+    assert open_sealed(sealed_before, secret_id="s", version_id="v1", provider=ours) == b"v"
+    assert ours.merge(theirs) is False
+    with pytest.raises(KeyringError, match="another keyring"):
+        ours.merge(LocalKeyring.generate())

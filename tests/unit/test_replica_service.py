@@ -224,3 +224,35 @@ def test_the_dispatcher_coalesces_and_blocks_the_watch_when_full() -> None:
 def test_everything_share_is_the_single_process_default() -> None:
     share = Share(1, everything=True)
     assert share.leader and share.holds(0) and share.owns("a", "b") and LEADER in share.active
+
+
+def test_the_dispatcher_gives_an_object_one_worker_at_a_time() -> None:
+    """An object whose handling hangs (a webhook) holds one thread; its later events wait for that thread."""
+    pools = WorkPools(1, 2)
+    gate = threading.Event()
+    handled: list[str] = []
+    running = []
+
+    def handle(kind: str | None, body: Mapping[str, Any]) -> None:
+        running.append(threading.current_thread().name)
+        gate.wait(5)
+        handled.append(body["metadata"]["resourceVersion"])
+
+    dispatcher = Dispatcher(pools, handle, limit=10)
+    external = {"external": {"url": "https://x"}}
+
+    def body(rv: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "n", "name": "hung", "resourceVersion": rv}, "spec": external}
+
+    dispatcher.offer(None, body("1"))
+    time.sleep(0.1)
+    dispatcher.offer("MODIFIED", body("2"))
+    dispatcher.offer("MODIFIED", body("3"))
+    time.sleep(0.1)
+    assert len(running) == 1, "the second event did not take another thread"
+    gate.set()
+    deadline = time.monotonic() + 5
+    while len(handled) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handled == ["1", "3"] and len(set(running)) == 1
+    pools.shutdown()
