@@ -46,7 +46,7 @@ from support.operator import (
 from support.proxy import Proxy
 
 SHARDS = 16
-LEASE_SECONDS = 8.0  # tests/support/operator.py
+LEASE_SECONDS = 8.0
 RENEW_SECONDS = 1.0
 FAILOVER_BOUND = LEASE_SECONDS + 4 * RENEW_SECONDS
 """Unseen for the Lease duration, then a round to see it and one to claim and confirm, plus the listing."""
@@ -71,7 +71,13 @@ class Replicas:
             kubeconfig or self.env.kubeconfig,
             self.env.namespace,
             log,
-            {"MSO_IDENTITY": identity, "MSO_SHARDS": str(SHARDS), "MSO_PURGE_INTERVAL_SECONDS": "3600"},
+            {
+                "MSO_IDENTITY": identity,
+                "MSO_SHARDS": str(SHARDS),
+                "MSO_PURGE_INTERVAL_SECONDS": "3600",
+                "MSO_LEASE_SECONDS": str(int(LEASE_SECONDS)),
+                "MSO_LEASE_RENEW_SECONDS": str(int(RENEW_SECONDS)),
+            },
             log_level="INFO",
             log_format="full",  # with timestamps: the handover's timeline can be read from the logs
         )

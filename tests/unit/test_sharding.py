@@ -91,6 +91,7 @@ class MemoryLeases:
 class Replica:
     def __init__(self, identity: str, leases: MemoryLeases, clock: Clock) -> None:
         self.identity = identity
+        self.name = identity
         self.leases = leases
         self.share = Share(SHARDS, clock=clock)
         self.released: list[frozenset[object]] = []
@@ -332,3 +333,39 @@ def test_a_stall_of_our_own_reads_expires_nobody() -> None:
         m.renewed(float(t))
         m.observe([Member("me", str(t)), Member("other", "5", frozenset({1}))], now=float(t))
     assert {x.identity for x in m.live(2 * LEASE + 2)} == {"me"}
+
+
+def test_a_crash_restart_under_the_same_name_takes_its_lease_back_after_the_fence() -> None:
+    """A container restarted in the same pod keeps its name: its previous incarnation's Lease is taken over,
+    and shards are claimed once that incarnation would have fenced itself, not after the Lease expires."""
+    clock = Clock()
+    leases = MemoryLeases()
+    first = Replica("pod-a", leases, clock)
+    run([first], clock, 3)
+    assert first.share.active
+    crashed_at = clock.now
+    again = Replica("pod-a", leases, clock)  # same identity, same Lease name
+    served_at = None
+    while clock.now < crashed_at + 30:
+        again.round()
+        if again.share.active == frozenset([*range(SHARDS), LEADER]):
+            served_at = clock.now
+            break
+        clock.now += RENEW
+    assert served_at is not None
+    fence = LEASE - 2 * RENEW
+    assert fence <= served_at - crashed_at < LEASE, "after the old incarnation's fence, before its Lease expiry"
+
+
+def test_two_processes_under_one_name_are_never_active_together() -> None:
+    clock = Clock()
+    leases = MemoryLeases()
+    twins = [Replica("same", leases, clock), Replica("same", leases, clock)]
+    rng = random.Random(7)
+    for _ in range(200):
+        twin = rng.choice(twins)
+        leases.caller = twin.identity
+        with contextlib.suppress(Outage):
+            twin.coordinator.round()
+        assert not (twins[0].share.active & twins[1].share.active), "both twins act on the same shards"
+        clock.now += rng.uniform(0.1, 0.6)

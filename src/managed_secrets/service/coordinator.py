@@ -16,6 +16,7 @@ Order within a round, and why:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -62,6 +63,10 @@ class Coordinator:
         self._held: frozenset[Shard] = frozenset()
         self._active: frozenset[Shard] = frozenset()
         self._revision: str | None = None
+        self._written: str | None = None  # the resourceVersion of our last write of our Lease
+        self._adopting = False
+        self._twin = False
+        self._quiet_until = -math.inf
         self._waiting: dict[Shard, str] = {}
         self._listeners: list[ActiveChanged] = []
         self._release: Release = lambda _shards, _timeout: None
@@ -127,6 +132,12 @@ class Coordinator:
 
     def round(self) -> None:
         self._read()
+        if self._twin:
+            # Someone else wrote our Lease: another process runs under our identity (or a previous incarnation
+            # was still renewing). Stop acting now; take the Lease back and wait out its fence before claiming.
+            self._twin = False
+            self._set_active(frozenset(), self.lease_seconds / 2)
+            self.membership.lost()
         if not self.membership.fresh(self._clock()):
             # First round, or renewals failed for longer than the fence: others may count our Lease as expired
             # and have taken our shards. Act on nothing, hold nothing, renew; then claim afresh.
@@ -143,13 +154,14 @@ class Coordinator:
         stopping = self._active - plan.active
         if stopping:
             self._set_active(self._active & plan.active, self.lease_seconds / 2)
-        held = (self._held - plan.release) | plan.claim
+        claim = plan.claim if self._clock() >= self._quiet_until else frozenset()
+        held = (self._held - plan.release) | claim
         self._renew(held)
         if plan.release:
             self._on_count("released", len(plan.release))
             log.info("released shards %s", format_held(plan.release) or "-")
         self._set_active(plan.active & held, 0)
-        if plan.claim:
+        if claim:
             self._read()
             confirm = self.membership.plan(self._held, self._active, self._clock())
             newly = (confirm.active & self._held) - self._active
@@ -171,10 +183,25 @@ class Coordinator:
                     self.share.shards,
                 )
             if record.name == self.lease_name:
+                if self._written is not None and record.revision != self._written:
+                    log.error(
+                        "the Lease %s was written by another process: two replicas run as %s (MSO_IDENTITY / "
+                        "POD_NAME must be unique); this one stops acting until it holds the Lease alone",
+                        self.lease_name,
+                        self.identity,
+                    )
+                    self._twin = True
+                if self._written is None or self._twin:
+                    # A Lease of our name we did not write in this process: a previous incarnation's (a crash
+                    # restart keeps the pod name) or a twin's. Taken over; its writer is fenced once its renewals
+                    # fail against our write, which ``_quiet_until`` waits for.
+                    self._adopting = True
+                    self._written = None
                 self._revision = record.revision
             members.append(Member(record.identity, record.revision, parse_held(record.held), record.leaving))
         if not any(r.name == self.lease_name for r in records):
             self._revision = None
+            self._written = None
             self._held = frozenset()  # our Lease is gone (deleted as expired): we hold nothing
         self.membership.observe(members, self._clock())
         self.live_members = len(self.membership.live(self._clock()))
@@ -189,6 +216,15 @@ class Coordinator:
             lease_seconds=max(1, round(self.lease_seconds)),
             revision=self._revision,
         )
+        self._written = self._revision
+        if self._adopting:
+            self._adopting = False
+            self._quiet_until = started + self.membership.fence_seconds
+            log.info(
+                "took over the Lease %s; claiming shards after %.0fs",
+                self.lease_name,
+                self.membership.fence_seconds,
+            )
         self._held = held
         self.membership.renewed(started)
         self.share.set(self._active, self.membership.fenced_at)

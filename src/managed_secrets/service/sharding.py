@@ -133,6 +133,10 @@ class Membership:
         """When this replica must stop acting unless it renews again (monotonic)."""
         return -math.inf if self._renewed_at is None else self._renewed_at + self.fence_seconds
 
+    def lost(self) -> None:
+        """Our Lease is not ours alone: act on nothing until it is renewed again."""
+        self._renewed_at = None
+
     def fresh(self, now: float) -> bool:
         """Whether this replica may act at all: its last renewal began less than ``fence_seconds`` ago."""
         return self._renewed_at is not None and now - self._renewed_at < self.fence_seconds
