@@ -156,7 +156,10 @@ def test_request_while_rotation_in_flight_is_refused(
     # Leave a rotation in flight: a process that crashes right after the create step.
     operator.process.stop()
     crashing = OperatorProcess(
-        operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": "after-create"}
+        operator.kubeconfig,
+        operator.namespace,
+        tmp_path / "crash.log",
+        env={"MSO_IDENTITY": "operator", "MSO_FAILPOINT": "after-create"},
     )
     try:
         _run_until_crash(crashing, lambda: annotate(admin, namespace, "busy", {"managedsecrets.io/rotate": "a"}))
@@ -230,7 +233,10 @@ def test_crash_at_each_step_boundary_completes_exactly_once(
     with watching(admin, namespace, name) as seen:
         operator.process.stop()
         crashing = OperatorProcess(
-            operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": failpoint}
+            operator.kubeconfig,
+            operator.namespace,
+            tmp_path / "crash.log",
+            env={"MSO_IDENTITY": "operator", "MSO_FAILPOINT": failpoint},
         )
         try:
             _run_until_crash(
@@ -278,7 +284,10 @@ def test_a_local_only_rotation_is_one_write_and_survives_a_crash_after_it(
     revision = vault.store.read(key).revision
     operator.process.stop()
     crashing = OperatorProcess(
-        operator.kubeconfig, operator.namespace, tmp_path / "crash.log", env={"MSO_FAILPOINT": "during-finish"}
+        operator.kubeconfig,
+        operator.namespace,
+        tmp_path / "crash.log",
+        env={"MSO_IDENTITY": "operator", "MSO_FAILPOINT": "during-finish"},
     )
     try:
         _run_until_crash(crashing, lambda: annotate(admin, namespace, "local", {"managedsecrets.io/rotate": "r1"}))

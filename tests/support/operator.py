@@ -175,9 +175,7 @@ class OperatorProcess:
             "MSO_WATCH_TIMEOUT_SECONDS": str(WATCH_TIMEOUT_SECONDS),
             # The schedule tests rotate every few seconds, below the production floor of one minute.
             "MSO_MIN_ROTATION_INTERVAL_SECONDS": "1",
-            # One name across restarts, as a pod's container restart keeps it: a restart after a crash takes its
-            # Lease back after the fence (4 s) instead of waiting for it to expire. Short Leases: 6 s unseen.
-            "MSO_IDENTITY": "operator",
+            # Short Leases: 6 s unseen, renewed every second.
             "MSO_LEASE_SECONDS": "6",
             "MSO_LEASE_RENEW_SECONDS": "1",
             **self.extra_env,
@@ -253,7 +251,11 @@ class OperatorEnvironment:
         utils.create_from_yaml(admin, yaml_objects=rbac_documents(self.namespace, self.suffix))
         token = kube.token_for(admin, self.namespace, "managed-secrets-operator")
         self.kubeconfig = write_token_kubeconfig(admin, token, workdir / "operator.kubeconfig")
-        self.process = OperatorProcess(self.kubeconfig, self.namespace, workdir / "operator.log", liveness=True)
+        # One name across restarts, as a pod's container restart keeps it: a restart after a crash takes its
+        # Lease back after the fence (4 s) instead of waiting for it to expire. Other processes get their own.
+        self.process = OperatorProcess(
+            self.kubeconfig, self.namespace, workdir / "operator.log", {"MSO_IDENTITY": "operator"}, liveness=True
+        )
 
     def close(self) -> None:
         self.process.stop()

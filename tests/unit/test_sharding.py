@@ -369,3 +369,37 @@ def test_two_processes_under_one_name_are_never_active_together() -> None:
             twin.coordinator.round()
         assert not (twins[0].share.active & twins[1].share.active), "both twins act on the same shards"
         clock.now += rng.uniform(0.1, 0.6)
+
+
+def test_a_replica_that_cannot_serve_yet_is_given_no_shard_of_managed_secrets() -> None:
+    """A replica starting (or stuck before it can open the keyring) is on standby: the others keep its share."""
+    clock = Clock()
+    leases = MemoryLeases()
+    serving = Replica("serving", leases, clock)
+    run([serving], clock, 3)
+    share = Share(SHARDS, clock=clock)
+    starting = Coordinator(
+        leases,
+        identity="starting",
+        lease_name="member-starting",
+        share=share,
+        lease_seconds=LEASE,
+        renew_seconds=RENEW,
+        clock=clock,
+    )
+    for _ in range(10):
+        leases.caller = "starting"
+        starting.round()
+        serving.round()
+        clock.now += RENEW
+    assert not (share.active - {LEADER}), "no shard of ManagedSecrets while on standby"
+    assert set(range(SHARDS)) <= serving.share.active
+    assert LEADER in share.active | serving.share.active
+    starting.attach(lambda _a: None, lambda _s, _t: None)
+    for _ in range(5):
+        leases.caller = "starting"
+        starting.round()
+        serving.round()
+        clock.now += RENEW
+    assert share.active & set(range(SHARDS)), "once it serves it gets its share"
+    assert_exclusive([serving, type("R", (), {"share": share})()])  # type: ignore[list-item]

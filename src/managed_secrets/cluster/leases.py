@@ -19,7 +19,7 @@ from managed_secrets.names import MEMBER_LABEL, SHARD_COUNT_ANNOTATION, SHARDS_A
 
 __all__ = ["LeaseRecord", "MemberLeases", "lease_name"]
 
-LEAVING_ANNOTATION = "managedsecrets.io/leaving"
+STANDBY_ANNOTATION = "managedsecrets.io/standby"  # starting: give it no shard of ManagedSecrets yet
 _TIMEOUT = (3, 5)  # well below a renewal period: a hung request never holds the renewal loop for long
 
 
@@ -57,7 +57,7 @@ class MemberLeases:
         now = dt.datetime.now(dt.UTC)
         annotations = {SHARDS_ANNOTATION: held, SHARD_COUNT_ANNOTATION: str(shard_count)}
         if leaving:
-            annotations[LEAVING_ANNOTATION] = "true"
+            annotations[STANDBY_ANNOTATION] = "true"
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(
                 name=name,
@@ -99,6 +99,6 @@ def _record(lease: client.V1Lease) -> LeaseRecord:
         identity=str((lease.spec.holder_identity if lease.spec else None) or meta.name),
         revision=str(meta.resource_version),
         held=annotations.get(SHARDS_ANNOTATION, ""),
-        leaving=annotations.get(LEAVING_ANNOTATION) == "true",
+        leaving=annotations.get(STANDBY_ANNOTATION) == "true",
         shard_count=int(count) if count.isdigit() else None,
     )

@@ -129,8 +129,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     coordinator.start()
     memo["coordinator"] = coordinator
     log.info("replica %s: member Lease %s", cfg.identity, coordinator.lease_name)
-    if not coordinator.wait_until(lambda: bool(share.active), timeout=3 * cfg.lease_seconds):
-        log.info("replica %s serves no shard yet (others hold them all)", cfg.identity)
+    # One round tells whether this replica leads (and may create the keyring); it takes no shard of
+    # ManagedSecrets before it can serve them (``attach`` below).
+    coordinator.first_round.wait(3 * cfg.lease_seconds)
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
@@ -194,6 +195,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 
     coordinator.attach(active_changed, service.release)
     objects.start()
+    if not coordinator.wait_until(lambda: any(isinstance(s, int) for s in share.active), 2 * cfg.lease_seconds):
+        log.info("replica %s serves no shard yet (the others still hold them)", cfg.identity)
     stop = threading.Event()
     memo["stop"] = stop
     start_purger(service, cfg.purge_interval_seconds, stop, keys, leader=lambda: share.leader)

@@ -57,6 +57,8 @@ class Coordinator:
         self.renew_seconds = renew_seconds
         fence = max(renew_seconds, lease_seconds - 2 * renew_seconds)
         self.membership = Membership(identity, share.shards, lease_seconds, fence, read_gap=3 * renew_seconds)
+        self.membership.standby = True  # until ``attach``: the service is not built yet
+        self.first_round = threading.Event()
         self._leases = leases
         self._clock = clock
         self._on_count = on_count
@@ -82,6 +84,7 @@ class Coordinator:
         """Follows the active shards from now on (told the current ones at once)."""
         self._listeners.append(on_active)
         self._release = release
+        self.membership.standby = False  # serving now: the next rounds claim shards of ManagedSecrets too
         on_active(self.share.active)
 
     # --- running -------------------------------------------------------------------------------------
@@ -170,6 +173,7 @@ class Coordinator:
                 log.info("serving shards %s", format_held(newly))
             self._set_active(confirm.active & self._held, 0)
         self._cleanup()
+        self.first_round.set()
 
     def _read(self) -> None:
         records = self._leases.list()
@@ -215,6 +219,7 @@ class Coordinator:
             shard_count=self.share.shards,
             lease_seconds=max(1, round(self.lease_seconds)),
             revision=self._revision,
+            leaving=self.membership.standby,
         )
         self._written = self._revision
         if self._adopting:

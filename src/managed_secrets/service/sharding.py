@@ -68,6 +68,7 @@ class Member:
     revision: str
     held: frozenset[Shard] = frozenset()
     leaving: bool = False
+    """On standby (starting, or stopping): it is given no shard of ManagedSecrets, only possibly the leader's."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Membership:
     shards: int
     lease_seconds: float
     fence_seconds: float
+    standby: bool = False
+    """This replica cannot serve yet (it is starting): it may hold the leader's shard, no other."""
     read_gap: float = math.inf
     """Reads further apart than this (our process or the API server stalled) prove nothing about the others'
     renewals in between: every Lease then counts as changed at the read that ends the gap."""
@@ -165,13 +168,24 @@ class Membership:
     # --- deciding ---------------------------------------------------------------------------------------
 
     def desired(self, now: float) -> dict[Shard, str]:
-        """Each shard's desired owner among the live members that are not leaving (empty if there are none)."""
-        candidates = [m.identity for m in self.live(now) if not m.leaving]
-        if self.identity not in candidates and self.fresh(now):
-            candidates.append(self.identity)
-        if not candidates:
-            return {}
-        return {s: max(candidates, key=lambda i, s=s: _score(s, i)) for s in self.all_shards}  # type: ignore[misc]
+        """Each shard's desired owner: the live members that serve (not on standby: starting, or unable to open
+        the keyring) for the ManagedSecrets' shards, every live member for the leader's (a first start needs a
+        leader to create the keyring before anyone can serve)."""
+        others = [m for m in self.live(now) if m.identity != self.identity]
+        everyone = [m.identity for m in others] + ([self.identity] if self.fresh(now) else [])
+        serving = [m.identity for m in others if not m.leaving]
+        if self.fresh(now) and not self.standby:
+            serving.append(self.identity)
+
+        def best(shard: Shard, candidates: list[str]) -> str | None:
+            return max(candidates, key=lambda i: _score(shard, i)) if candidates else None
+
+        out: dict[Shard, str] = {}
+        for shard in self.all_shards:
+            owner = best(shard, everyone if shard == LEADER else serving)
+            if owner is not None:
+                out[shard] = owner
+        return out
 
     def plan(self, held: frozenset[Shard], active: frozenset[Shard], now: float, *, leaving: bool = False) -> Plan:
         """From ``held`` (in our Lease) and ``active`` (confirmed), what to release, claim and act on."""
