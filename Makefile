@@ -40,11 +40,19 @@ coverage: install  ## unit tests under coverage.py; prints the report and fails 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
+# The replica tests stop the suite's operator for their run, so in ``make test`` they get a control plane of
+# their own (KUBECONFIG unset) and run beside the rest, which mostly waits on the API server.
+.PHONY: integration-main integration-replicas
+integration-main: install
+	$(BIN)/pytest tests/integration -q --ignore=tests/integration/test_replicas.py
+integration-replicas: install
+	env -u KUBECONFIG $(BIN)/pytest tests/integration/test_replicas.py -q -p no:cacheprovider
+
 # Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
-# (its own control plane) followed by the static checks; then the integration tests.
+# (its own control plane) followed by the static checks; then the integration tests, in two lanes as well.
 test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests (the README's test command)
 	$(MAKE) --no-print-directory -j2 --output-sync=target coverage smoke-and-checks
-	$(BIN)/pytest tests/integration -q
+	$(MAKE) --no-print-directory -j2 --output-sync=target integration-main integration-replicas
 
 .PHONY: smoke-and-checks
 smoke-and-checks: install
