@@ -41,12 +41,12 @@ integration: install  ## tests against a real control plane (started if KUBECONF
 	$(BIN)/pytest tests/integration -q
 
 # The replica tests stop the suite's operator for their run, so in ``make test`` they get a control plane of
-# their own (KUBECONFIG unset) and run beside the rest, which mostly waits on the API server.
+# their own (KUBECONFIG unset, even in CI) and run beside the rest, which mostly waits on the API server.
 .PHONY: integration-main integration-replicas
 integration-main: install
 	$(BIN)/pytest tests/integration -q --ignore=tests/integration/test_replicas.py
 integration-replicas: install
-	env -u KUBECONFIG $(BIN)/pytest tests/integration/test_replicas.py -q -p no:cacheprovider
+	env -u KUBECONFIG -u MSO_REQUIRE_EXISTING_CLUSTER $(BIN)/pytest tests/integration/test_replicas.py -q -p no:cacheprovider
 
 # Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
 # (its own control plane) followed by the static checks; then the integration tests, in two lanes as well.
