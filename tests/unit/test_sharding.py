@@ -403,3 +403,20 @@ def test_a_replica_that_cannot_serve_yet_is_given_no_shard_of_managed_secrets() 
         clock.now += RENEW
     assert share.active & set(range(SHARDS)), "once it serves it gets its share"
     assert_exclusive([serving, type("R", (), {"share": share})()])  # type: ignore[list-item]
+
+
+def test_the_lease_of_a_dead_replica_is_deleted_so_a_newcomer_does_not_wait_for_it() -> None:
+    clock = Clock()
+    leases = MemoryLeases()
+    replicas = [Replica(i, leases, clock) for i in "abc"]
+    run(replicas, clock, 8)
+    dead = replicas.pop(0)
+    run(replicas, clock, LEASE + 3 * RENEW)
+    assert f"member-{dead.identity}" not in leases.items, "the leader deleted it once counted out"
+    newcomer = Replica("d", leases, clock)
+    replicas.append(newcomer)
+    run(replicas, clock, 3 * RENEW)
+    assert newcomer.share.active, "the newcomer got its share within a few renewals"
+    assert newcomer.coordinator._waiting == {} or all(
+        h != dead.identity for h in newcomer.coordinator._waiting.values()
+    )

@@ -246,14 +246,17 @@ class Coordinator:
             self._release(stopping, drain_seconds)
 
     def _cleanup(self) -> None:
-        """The leader deletes Leases of replicas gone for long (killed pods leave theirs behind)."""
+        """The leader deletes the Leases of replicas counted out (a killed pod leaves its Lease behind): a replica
+        started later would otherwise see it for the first time, count it live for a Lease duration, and wait for
+        it to release shards it no longer holds. One counted out has fenced itself already; should it come back,
+        it finds its Lease gone, holds nothing and claims afresh."""
         if LEADER not in self._active:
             return
-        for identity in self.membership.expired(self._clock(), after=5 * self.lease_seconds):
+        for identity in self.membership.expired(self._clock(), after=self.lease_seconds):
             member = self.membership._members.get(identity)
             if member is None:
                 continue
             for record in self._leases.list():
                 if record.identity == identity and record.revision == member.revision:
-                    log.info("deleting the Lease of replica %s, gone for long", identity)
+                    log.info("deleting the Lease of replica %s: counted out", identity)
                     self._leases.delete(record.name, record.revision)
