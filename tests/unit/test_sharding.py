@@ -69,7 +69,7 @@ class MemoryLeases:
         shard_count: int,
         lease_seconds: int,
         revision: str | None,
-        leaving: bool = False,
+        standby: bool = False,
     ) -> str:
         if self.caller in self.down:
             raise Outage()
@@ -77,7 +77,7 @@ class MemoryLeases:
         if (current is None) != (revision is None) or (current is not None and current.revision != revision):
             raise Outage("409")
         rv = str(next(self._rv))
-        self.items[name] = LeaseRecord(name, identity, rv, held, leaving, shard_count)
+        self.items[name] = LeaseRecord(name, identity, rv, held, standby, shard_count)
         return rv
 
     def delete(self, name: str, revision: str | None = None) -> None:

@@ -130,7 +130,7 @@ class LeaseRecord:
     identity: str
     revision: str
     held: str
-    leaving: bool
+    standby: bool
     shard_count: int | None
 
 
@@ -148,7 +148,7 @@ class Leases(Protocol):
         shard_count: int,
         lease_seconds: int,
         revision: str | None,
-        leaving: bool = False,
+        standby: bool = False,
     ) -> str:
         """Creates (``revision`` ``None``) or renews the Lease ``name``; returns its new resourceVersion."""
         ...

@@ -48,7 +48,7 @@ class MemberLeases:
         shard_count: int,
         lease_seconds: int,
         revision: str | None,
-        leaving: bool = False,
+        standby: bool = False,
     ) -> str:
         """Creates (``revision`` ``None``) or renews our Lease; returns its new resourceVersion.
 
@@ -56,7 +56,7 @@ class MemberLeases:
         the same identity): the caller reads again."""
         now = dt.datetime.now(dt.UTC)
         annotations = {SHARDS_ANNOTATION: held, SHARD_COUNT_ANNOTATION: str(shard_count)}
-        if leaving:
+        if standby:
             annotations[STANDBY_ANNOTATION] = "true"
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(
@@ -99,6 +99,6 @@ def _record(lease: client.V1Lease) -> LeaseRecord:
         identity=str((lease.spec.holder_identity if lease.spec else None) or meta.name),
         revision=str(meta.resource_version),
         held=annotations.get(SHARDS_ANNOTATION, ""),
-        leaving=annotations.get(STANDBY_ANNOTATION) == "true",
+        standby=annotations.get(STANDBY_ANNOTATION) == "true",
         shard_count=int(count) if count.isdigit() else None,
     )

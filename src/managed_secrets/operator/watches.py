@@ -261,9 +261,6 @@ class ManagedSecretWatches:
         for w in old:
             w.stop()
 
-    def __len__(self) -> int:
-        return sum(len(w) for w in self._watches)
-
 
 def _selector(active: frozenset[Shard]) -> str | None:
     numbers = sorted(s for s in active if isinstance(s, int))

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from managed_secrets.cluster import Leases
+from managed_secrets.cluster import LeaseRecord, Leases
 from managed_secrets.errors import safe_message
 from managed_secrets.service.sharding import LEADER, Member, Membership, Shard, Share, format_held, parse_held
 
@@ -75,6 +75,7 @@ class Coordinator:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="coordinator", daemon=True)
         self.live_members = 0
+        self._records: list[LeaseRecord] = []  # every member Lease, as the last read found them
 
     @property
     def active(self) -> frozenset[Shard]:
@@ -176,7 +177,7 @@ class Coordinator:
         self.first_round.set()
 
     def _read(self) -> None:
-        records = self._leases.list()
+        records = self._records = self._leases.list()
         members = []
         for record in records:
             if record.shard_count is not None and record.shard_count != self.share.shards:
@@ -202,7 +203,7 @@ class Coordinator:
                     self._adopting = True
                     self._written = None
                 self._revision = record.revision
-            members.append(Member(record.identity, record.revision, parse_held(record.held), record.leaving))
+            members.append(Member(record.identity, record.revision, parse_held(record.held), record.standby))
         if not any(r.name == self.lease_name for r in records):
             self._revision = None
             self._written = None
@@ -219,7 +220,7 @@ class Coordinator:
             shard_count=self.share.shards,
             lease_seconds=max(1, round(self.lease_seconds)),
             revision=self._revision,
-            leaving=self.membership.standby,
+            standby=self.membership.standby,
         )
         self._written = self._revision
         if self._adopting:
@@ -252,11 +253,9 @@ class Coordinator:
         it finds its Lease gone, holds nothing and claims afresh."""
         if LEADER not in self._active:
             return
-        for identity in self.membership.expired(self._clock(), after=self.lease_seconds):
-            member = self.membership._members.get(identity)
-            if member is None:
-                continue
-            for record in self._leases.list():
-                if record.identity == identity and record.revision == member.revision:
-                    log.info("deleting the Lease of replica %s: counted out", identity)
-                    self._leases.delete(record.name, record.revision)
+        expired = set(self.membership.expired(self._clock(), after=self.lease_seconds))
+        for record in self._records:
+            if record.identity in expired and record.name != self.lease_name:
+                log.info("deleting the Lease of replica %s: counted out", record.identity)
+                # Guarded by the revision read: a Lease renewed meanwhile is kept.
+                self._leases.delete(record.name, record.revision)

@@ -67,8 +67,8 @@ class Member:
     identity: str
     revision: str
     held: frozenset[Shard] = frozenset()
-    leaving: bool = False
-    """On standby (starting, or stopping): it is given no shard of ManagedSecrets, only possibly the leader's."""
+    standby: bool = False
+    """On standby (starting, not serving yet): given no shard of ManagedSecrets, possibly the leader's."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Membership:
         leader to create the keyring before anyone can serve)."""
         others = [m for m in self.live(now) if m.identity != self.identity]
         everyone = [m.identity for m in others] + ([self.identity] if self.fresh(now) else [])
-        serving = [m.identity for m in others if not m.leaving]
+        serving = [m.identity for m in others if not m.standby]
         if self.fresh(now) and not self.standby:
             serving.append(self.identity)
 
@@ -187,11 +187,11 @@ class Membership:
                 out[shard] = owner
         return out
 
-    def plan(self, held: frozenset[Shard], active: frozenset[Shard], now: float, *, leaving: bool = False) -> Plan:
+    def plan(self, held: frozenset[Shard], active: frozenset[Shard], now: float) -> Plan:
         """From ``held`` (in our Lease) and ``active`` (confirmed), what to release, claim and act on."""
         if not self.fresh(now):
             return Plan(release=frozenset(), claim=frozenset(), active=frozenset())
-        desired = {} if leaving else self.desired(now)
+        desired = self.desired(now)
         holders: dict[Shard, str] = {}
         for member in self.live(now):
             if member.identity != self.identity:
