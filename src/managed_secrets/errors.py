@@ -17,6 +17,10 @@ The tree::
     ├── KeyringError                     the keyring itself is malformed or cannot be used
     │   ├── KeyringLost                  no keyring Secret, but sealed versions exist: the operator stops
     │   ├── KeyNotFound                  the key provider holds no key-encryption key with that id
+    │   ├── KeyServiceUnavailable        the external key service (HSM, KMS plugin) cannot be reached: retried
+    │   ├── KeyServiceRefused            it answered no: wrong PIN, no such token or key; fixed by configuration
+    │   │   └── PinIncorrect             the PIN was refused: not tried again until the PIN file changes
+    │   ├── UnsealFailed                 the sealed keyring does not open under the external key it names
     │   └── UnwrapFailed                 a wrapped data key failed authentication under its key
     ├── StoreError                       the backing store failed
     │   ├── RecordNotFound               no record under that key
@@ -113,6 +117,22 @@ class KeyNotFound(KeyringError):
     def __init__(self, key_id: str) -> None:
         self.key_id = key_id
         super().__init__(f"no key-encryption key with id {key_id!r}")
+
+
+class KeyServiceUnavailable(KeyringError):
+    """The external key service (PKCS#11 token, KMS v2 plugin) cannot be reached now; retried with backoff."""
+
+
+class KeyServiceRefused(KeyringError):
+    """The external key service answered but refused: the message names what is missing or wrong."""
+
+
+class PinIncorrect(KeyServiceRefused):
+    """The token refused the PIN. Retrying the same PIN could lock the token, so it is not retried."""
+
+
+class UnsealFailed(KeyringError):
+    """The sealed keyring does not decrypt under the external key it names (tampered, or another key)."""
 
 
 class UnwrapFailed(KeyringError):

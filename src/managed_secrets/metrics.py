@@ -172,6 +172,26 @@ class OperatorMetrics:
             "Reconciles queued or running on the worker pools.",
             registry=self.registry,
         )
+        self._kms_requests = Counter(
+            "managed_secrets_kms_requests",
+            "Calls to the external key service that seals the keyring (PKCS#11 token or KMS v2 plugin), by "
+            "operation (status, encrypt, decrypt) and result (ok, error).",
+            ["provider", "operation", "result"],
+            registry=self.registry,
+        )
+        self._key_service_up = Gauge(
+            "managed_secrets_key_service_up",
+            "1 when the last check of the external key service succeeded, 0 when it failed (the operator goes on "
+            "with the keys it holds in memory), -1 before the first check; absent without a key service.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self._keyring_open = Gauge(
+            "managed_secrets_keyring_open",
+            "1 once the keyring is open (unsealed) in memory; 0 while the operator waits for its key service.",
+            registry=self.registry,
+        )
+        self._keyring_open.set(0)
 
     def track_membership(
         self, *, leader: Callable[[], bool], shards: Callable[[], int], replicas: Callable[[], int]
@@ -184,6 +204,15 @@ class OperatorMetrics:
     def count_handover(self, direction: str, shards: int) -> None:
         """``direction``: ``claimed`` or ``released``."""
         self._handovers.labels(direction).inc(shards)
+
+    def count_kms_request(self, provider: str, operation: str, ok: bool) -> None:
+        self._kms_requests.labels(provider, operation, "ok" if ok else "error").inc()
+
+    def set_key_service_up(self, provider: str, up: int) -> None:
+        self._key_service_up.labels(provider).set(up)
+
+    def set_keyring_open(self, is_open: bool) -> None:
+        self._keyring_open.set(1 if is_open else 0)
 
     def track_pending(self, count: Callable[[], int]) -> None:
         """Serves ``count()`` as the pending-work gauge (the worker pools' queued and running reconciles)."""

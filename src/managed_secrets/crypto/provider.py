@@ -16,7 +16,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-__all__ = ["KeyProvider", "WrappedKey"]
+from managed_secrets.errors import KeyServiceUnavailable
+
+__all__ = ["KeyProvider", "OpeningKeyProvider", "WrappedKey"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,49 @@ class KeyProvider(abc.ABC):
 
         Raises `KeyNotFound` for an id the provider does not hold, `UnwrapFailed` if authentication fails.
         """
+
+
+class OpeningKeyProvider(KeyProvider):
+    """Stands in for the keyring while it cannot be opened yet (its external key service is unreachable).
+
+    Every call raises ``KeyServiceUnavailable`` saying why, so a reconcile pass that needs a key fails with
+    that reason (and is retried), while passes that need no key go on. ``open(keyring)`` swaps the real
+    keyring in; from then on every call goes to it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self._target: KeyProvider | None = None
+        self._hash_key: bytes | None = None
+        self.reason = reason
+
+    @property
+    def is_open(self) -> bool:
+        return self._target is not None
+
+    def open(self, provider: KeyProvider, hash_key: bytes) -> None:
+        self._hash_key = hash_key
+        self._target = provider
+
+    def _ready(self) -> KeyProvider:
+        target = self._target
+        if target is None:
+            raise KeyServiceUnavailable(f"the keyring is not open yet: {self.reason}")
+        return target
+
+    @property
+    def hash_key(self) -> bytes:
+        self._ready()
+        assert self._hash_key is not None
+        return self._hash_key
+
+    def primary_key_id(self) -> str:
+        return self._ready().primary_key_id()
+
+    def key_ids(self) -> frozenset[str]:
+        return self._ready().key_ids()
+
+    def wrap_data_key(self, data_key: bytes, aad: bytes, key_id: str | None = None) -> WrappedKey:
+        return self._ready().wrap_data_key(data_key, aad, key_id)
+
+    def unwrap_data_key(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
+        return self._ready().unwrap_data_key(key_id, blob, aad)

@@ -27,6 +27,15 @@ class OperatorConfig:
     shards: int = 16
     lease_seconds: float = 15.0
     lease_renew_seconds: float = 2.0
+    # The external key service that seals the keyring: "" (none: the keyring Secret is plain), "pkcs11", "kmsv2".
+    kms_provider: str = ""
+    kms_endpoint: str = ""
+    kms_timeout_seconds: float = 5.0
+    kms_check_seconds: float = 30.0
+    pkcs11_library: str = ""
+    pkcs11_token_label: str = ""
+    pkcs11_pin_file: Path | None = None
+    pkcs11_key_label: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -52,7 +61,31 @@ class OperatorConfig:
             shards=max(1, int(env.get("MSO_SHARDS", "16"))),
             lease_seconds=float(env.get("MSO_LEASE_SECONDS", "15")),
             lease_renew_seconds=float(env.get("MSO_LEASE_RENEW_SECONDS", "2")),
+            kms_provider=env.get("MSO_KMS_PROVIDER", "").strip().lower(),
+            kms_endpoint=env.get("MSO_KMS_ENDPOINT", ""),
+            kms_timeout_seconds=float(env.get("MSO_KMS_TIMEOUT_SECONDS", "5")),
+            kms_check_seconds=float(env.get("MSO_KMS_CHECK_SECONDS", "30")),
+            pkcs11_library=env.get("MSO_PKCS11_LIBRARY", ""),
+            pkcs11_token_label=env.get("MSO_PKCS11_TOKEN_LABEL", ""),
+            pkcs11_pin_file=Path(env["MSO_PKCS11_PIN_FILE"]) if env.get("MSO_PKCS11_PIN_FILE") else None,
+            pkcs11_key_label=env.get("MSO_PKCS11_KEY_LABEL", ""),
         )
+
+    def kms_problems(self) -> list[str]:
+        """What is missing or wrong in the key-service settings (empty when they are complete)."""
+        if self.kms_provider in ("", "none"):
+            return []
+        if self.kms_provider == "kmsv2":
+            return [] if self.kms_endpoint else ["MSO_KMS_ENDPOINT (the plugin's unix socket) is not set"]
+        if self.kms_provider == "pkcs11":
+            needed = {
+                "MSO_PKCS11_LIBRARY": self.pkcs11_library,
+                "MSO_PKCS11_TOKEN_LABEL": self.pkcs11_token_label,
+                "MSO_PKCS11_PIN_FILE": self.pkcs11_pin_file,
+                "MSO_PKCS11_KEY_LABEL": self.pkcs11_key_label,
+            }
+            return [f"{name} is not set" for name, value in needed.items() if not value]
+        return [f"MSO_KMS_PROVIDER={self.kms_provider!r} is not one of pkcs11, kmsv2 (or empty for none)"]
 
 
 def _service_account_namespace() -> str | None:

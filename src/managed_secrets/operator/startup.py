@@ -6,16 +6,29 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 from kubernetes import client, config
 
-from managed_secrets.cluster.keyring import KeyringSecret, load_keyring_file, load_or_create_keyring
+from managed_secrets.cluster.keyring import KeyringCodec, KeyringSecret, load_keyring_file, load_or_create_keyring
 from managed_secrets.cluster.kubernetes import KubernetesCluster, admission_policy_bound
 from managed_secrets.cluster.leases import MemberLeases, lease_name
+from managed_secrets.crypto import KeyProvider, LocalKeyring
+from managed_secrets.crypto.provider import OpeningKeyProvider
+from managed_secrets.crypto.sealing import ExternalKey
 from managed_secrets.domain.clock import SystemClock
-from managed_secrets.errors import KeyringError, KeyringLost, safe_message
+from managed_secrets.errors import (
+    KeyringError,
+    KeyringLost,
+    KeyServiceRefused,
+    KeyServiceUnavailable,
+    UnsealFailed,
+    safe_message,
+)
+from managed_secrets.kms.kmsv2 import KmsV2Key
+from managed_secrets.kms.pkcs11 import Pkcs11Key, Pkcs11Token
 from managed_secrets.metrics import OperatorMetrics, start_metrics_server
 from managed_secrets.names import ADMISSION_POLICY, KOPF_PREFIX, MEMBER_LEASE_PREFIX
 from managed_secrets.operator.config import OperatorConfig
@@ -25,7 +38,7 @@ from managed_secrets.rotation.engine import Backoff
 from managed_secrets.service import ManagedSecretService
 from managed_secrets.service.coordinator import Coordinator
 from managed_secrets.service.dispatch import Dispatcher
-from managed_secrets.service.keys import KeyManager
+from managed_secrets.service.keys import KeyManager, KeyringOpener, KeyServiceMonitor
 from managed_secrets.service.sharding import LEADER, Shard, Share
 from managed_secrets.store import SecretVault
 from managed_secrets.store.kubernetes import KubernetesStore
@@ -48,8 +61,31 @@ def api_client(connections: int, identity: str = "") -> client.ApiClient:
     return api
 
 
-def _load_keyring(cluster: KubernetesCluster, cfg: OperatorConfig, store: KubernetesStore, share: Share) -> Any:
-    """The keyring; only the leader creates it on a first start, the other replicas wait for it (backoff)."""
+def external_key(cfg: OperatorConfig, metrics: OperatorMetrics) -> ExternalKey | None:
+    """The external key that seals the keyring, from the configuration (``None``: the keyring stays plain)."""
+    problems = cfg.kms_problems()
+    if problems:
+        raise KeyringError("the key service settings are incomplete: " + "; ".join(problems))
+    key: ExternalKey
+    if cfg.kms_provider == "pkcs11":
+        assert cfg.pkcs11_pin_file is not None
+        token = Pkcs11Token(cfg.pkcs11_library, cfg.pkcs11_token_label, cfg.pkcs11_pin_file)
+        key = Pkcs11Key(token, cfg.pkcs11_key_label)
+    elif cfg.kms_provider == "kmsv2":
+        key = KmsV2Key(cfg.kms_endpoint, timeout_seconds=cfg.kms_timeout_seconds)
+    else:
+        return None
+    provider = key.provider
+    key.observe = lambda operation, ok: metrics.count_kms_request(provider, operation, ok)
+    metrics.set_key_service_up(provider, -1)
+    return key
+
+
+def _load_keyring(
+    cluster: KubernetesCluster, cfg: OperatorConfig, store: KubernetesStore, share: Share, codec: KeyringCodec
+) -> Any:
+    """The keyring; only the leader creates it on a first start, the other replicas wait for it (backoff).
+    The leader also seals a plain keyring, or one sealed under an old external key, under the current one."""
     delay = 0.5
     while True:
         leader = share.leader
@@ -60,8 +96,10 @@ def _load_keyring(cluster: KubernetesCluster, cfg: OperatorConfig, store: Kubern
                 cfg.keyring_secret,
                 create=cfg.keyring_create and leader,
                 store_is_empty=store.is_empty,
+                codec=codec,
+                reseal=leader,
             )
-        except KeyringLost:
+        except (KeyringLost, KeyServiceUnavailable, KeyServiceRefused, UnsealFailed):
             raise
         except KeyringError as e:
             if not cfg.keyring_create or leader:
@@ -132,16 +170,42 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # One round tells whether this replica leads (and may create the keyring); it takes no shard of
     # ManagedSecrets before it can serve them (``attach`` below).
     coordinator.first_round.wait(3 * cfg.lease_seconds)
+    try:
+        external = external_key(cfg, metrics)
+    except KeyringError as e:
+        log.error("%s", e)
+        raise kopf.PermanentError(str(e)) from None
+    codec = KeyringCodec(external)
+    keyring: LocalKeyring | None = None
+    opening: OpeningKeyProvider | None = None
     if cfg.keyring_file is not None:
         keyring = load_keyring_file(cfg.keyring_file)
     else:
         try:
-            keyring = _load_keyring(cluster, cfg, store, share)
+            keyring = _load_keyring(cluster, cfg, store, share, codec)
         except KeyringLost as e:
             # Not retried: only a person can bring the keyring back (the operator exits and says why).
             log.error("%s", e)
             raise kopf.PermanentError(str(e)) from None
-    vault = SecretVault(store, keyring, keyring.hash_key, SystemClock())
+        except (KeyServiceUnavailable, KeyServiceRefused, UnsealFailed) as e:
+            if external is None:
+                # A sealed keyring and no key service configured: a configuration error, said as such.
+                log.error("%s", e)
+                raise kopf.PermanentError(str(e)) from None
+            # The keyring is never replaced: the operator serves what needs no key, fails the rest with
+            # reason KeyServiceUnavailable, and keeps trying to open it (see _open_later).
+            log.error("the keyring cannot be opened: %s (retried with backoff)", safe_message(e))
+            metrics.set_key_service_up(external.provider, 0)
+            opening = OpeningKeyProvider(safe_message(e))
+    provider: KeyProvider
+    hash_key: bytes | Callable[[], bytes]
+    if keyring is not None:
+        provider, hash_key = keyring, keyring.hash_key
+        metrics.set_keyring_open(True)
+    else:
+        assert opening is not None
+        provider, hash_key = opening, lambda: opening.hash_key
+    vault = SecretVault(store, provider, hash_key, SystemClock())
     service = ManagedSecretService(
         cluster,
         vault,
@@ -171,7 +235,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo["service"] = service
     keys = None
     if cfg.keyring_file is None:
-        keys = KeyManager(vault, keyring, KeyringSecret(cluster, cfg.namespace, cfg.keyring_secret))
+        keys = KeyManager(vault, keyring, KeyringSecret(cluster, cfg.namespace, cfg.keyring_secret, codec))
     memo["keys"] = keys
     # Its own client: each watch holds one connection for as long as it streams.
     watches = SecretWatches(api_client(8, cfg.identity), cfg, service, keys, leader=lambda: share.leader)
@@ -200,12 +264,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     stop = threading.Event()
     memo["stop"] = stop
     start_purger(service, cfg.purge_interval_seconds, stop, keys, leader=lambda: share.leader)
+    if opening is not None and keys is not None:
+        opener = KeyringOpener(
+            lambda: _load_keyring(cluster, cfg, store, share, codec), opening, keys, service, metrics, stop=stop
+        )
+        threading.Thread(target=opener.run, name="keyring-opener", daemon=True).start()
+    if external is not None and keys is not None:
+        monitor = KeyServiceMonitor(external, keys, metrics, cfg.kms_check_seconds, leader=lambda: share.leader)
+        threading.Thread(target=monitor.run, args=(stop,), name="key-service-monitor", daemon=True).start()
     log.info("managed-secrets-operator started; store and keyring in namespace %s", cfg.namespace)
 
 
 def _pending_kek_request(keys: KeyManager) -> None:
     try:
-        keys.handle_request(keys.secret.read()[2])
+        keys.handle_request(keys.secret.annotations())
     except Exception as e:
         log.warning("key-encryption key rotation failed: %s", safe_message(e))
 

@@ -10,13 +10,19 @@ short by a restart completes later; when everything is on the primary KEK it rea
 from __future__ import annotations
 
 import logging
+import random
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from managed_secrets.cluster.keyring import KeyringSecret
 from managed_secrets.crypto import LocalKeyring, key_id_of, rewrap
+from managed_secrets.crypto.provider import OpeningKeyProvider
+from managed_secrets.crypto.sealing import ExternalKey
 from managed_secrets.domain import SecretRecord
-from managed_secrets.errors import ManagedSecretsError, WriteConflict
+from managed_secrets.errors import KeyServiceUnavailable, ManagedSecretsError, WriteConflict, safe_message
+from managed_secrets.metrics import OperatorMetrics
 from managed_secrets.names import KEK_HANDLED_ANNOTATION, ROTATE_KEK_ANNOTATION
 from managed_secrets.store import SecretVault
 
@@ -26,18 +32,59 @@ HANDLED_ANNOTATION = KEK_HANDLED_ANNOTATION
 
 
 class KeyManager:
-    def __init__(self, vault: SecretVault, keyring: LocalKeyring, secret: KeyringSecret) -> None:
+    """KEK rotation and re-wrapping (the leader), keyring reloads (the others), re-sealing under a new external
+    key (the leader). ``keyring`` may be ``None`` while a sealed keyring cannot be opened yet: until ``attach``
+    everything here is a no-op."""
+
+    def __init__(self, vault: SecretVault, keyring: LocalKeyring | None, secret: KeyringSecret) -> None:
         self.vault = vault
-        self.keyring = keyring
+        self._keyring = keyring
         self.secret = secret
         self._lock = threading.Lock()
         # Keys found unused by a sweep: retired only if the next sweep finds them unused too (another replica
         # may have sealed under the old primary just before it heard of the new one).
         self._unused: set[str] = set()
 
+    @property
+    def keyring(self) -> LocalKeyring:
+        if self._keyring is None:
+            raise KeyServiceUnavailable("the keyring is not open yet")
+        return self._keyring
+
+    @property
+    def ready(self) -> bool:
+        return self._keyring is not None
+
+    def attach(self, keyring: LocalKeyring) -> None:
+        self._keyring = keyring
+
+    def reseal(self) -> str | None:
+        """The leader seals the keyring again when it is plain or sealed under an external key that is no
+        longer current (the KMS rotated its key); returns why it did, or ``None``. One Status call when
+        nothing is to do; one Encrypt more when it re-seals."""
+        if not self.ready or self.secret.codec.external is None:
+            return None
+        with self._lock:
+            for _ in range(5):
+                try:
+                    why = self.secret.reseal_if_stale()
+                except WriteConflict:
+                    continue
+                if why is not None:
+                    log.info(
+                        "keyring sealed again under %s (%s before); the previous external key is no longer "
+                        "needed by the keyring",
+                        self.secret.codec.external.describe(),
+                        why,
+                    )
+                return why
+        raise ManagedSecretsError("the keyring Secret kept changing; it was not sealed again")
+
     def sync(self) -> bool:
         """A replica that does not run the KEK jobs takes the keyring Secret's keys and primary (another
         replica rotated it); returns whether anything changed. Keys are never dropped here."""
+        if not self.ready:
+            return False
         stored, _, _ = self.secret.read()
         changed = self.keyring.merge(stored)
         if changed:
@@ -47,7 +94,7 @@ class KeyManager:
     def handle_request(self, annotations: dict[str, str]) -> str | None:
         """Starts a KEK rotation if the keyring Secret carries a request not handled yet; returns the new id."""
         request = annotations.get(ROTATE_KEK_ANNOTATION)
-        if not request or annotations.get(HANDLED_ANNOTATION) == request:
+        if not request or annotations.get(HANDLED_ANNOTATION) == request or not self.ready:
             return None
         with self._lock:
             _, _, current = self.secret.read()
@@ -83,6 +130,8 @@ class KeyManager:
 
     def rewrap_all(self) -> int:
         """Moves every stored version to the primary KEK, then retires KEKs nothing references. Returns writes."""
+        if not self.ready:
+            return 0
         primary = self.keyring.primary_key_id()
         writes = 0
         in_use: set[str] = {primary}
@@ -158,3 +207,118 @@ def _check_known(stored: LocalKeyring, ours: LocalKeyring) -> None:
         raise ManagedSecretsError(
             f"the keyring Secret holds keys this operator does not know: {sorted(missing)}; restart it to reload"
         )
+
+
+def _worth_logging(failures: int) -> bool:
+    """The 1st, 2nd, 4th, 8th… failure in a row: an outage is reported without a line per attempt."""
+    return failures & (failures - 1) == 0
+
+
+class KeyringOpener:
+    """Opens a sealed keyring that could not be opened at start-up (its key service was unreachable or
+    refused), trying again with backoff (1 s doubling to 30 s, jittered) until it opens or the operator stops.
+
+    It never creates a keyring in place of one that does not open. Once open, the keyring goes into the
+    vault's provider and the key manager, and the objects that failed for want of it are tried again at once.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], LocalKeyring],
+        opening: OpeningKeyProvider,
+        keys: KeyManager,
+        service: KeyringUser,
+        metrics: OperatorMetrics,
+        *,
+        stop: threading.Event,
+        first_delay: float = 1.0,
+        max_delay: float = 30.0,
+    ) -> None:
+        self._load = load
+        self._opening = opening
+        self._keys = keys
+        self._service = service
+        self._metrics = metrics
+        self._stop = stop
+        self._first = first_delay
+        self._max = max_delay
+
+    def run(self) -> bool:
+        delay = self._first
+        failures = 0
+        while not self._stop.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter, not secrecy
+            try:
+                keyring = self._load()
+            except ManagedSecretsError as e:
+                failures += 1
+                self._opening.reason = safe_message(e)
+                if _worth_logging(failures):
+                    log.error("the keyring still cannot be opened (attempt %d): %s", failures, safe_message(e))
+                delay = min(self._max, delay * 2)
+                continue
+            self._opening.open(keyring, keyring.hash_key)
+            self._keys.attach(keyring)
+            self._metrics.set_keyring_open(True)
+            log.info("keyring opened after %d failed attempt(s): serving every ManagedSecret again", failures + 1)
+            self._service.keyring_opened()
+            return True
+        return False
+
+
+class KeyringUser(Protocol):
+    def keyring_opened(self) -> None: ...
+
+
+class KeyServiceMonitor:
+    """Checks the external key service every ``interval`` seconds (a KMS v2 Status call, or a PKCS#11 session
+    and key lookup): ``managed_secrets_key_service_up`` and a log line when it goes away or comes back. While
+    it is away the operator goes on with the keys it holds in memory (degraded: a KEK rotation or a first
+    start elsewhere would have to wait). On the leader, a changed current key id re-seals the keyring."""
+
+    def __init__(
+        self,
+        external: ExternalKey,
+        keys: KeyManager,
+        metrics: OperatorMetrics,
+        interval: float,
+        *,
+        leader: Callable[[], bool],
+    ) -> None:
+        self.external = external
+        self.keys = keys
+        self.metrics = metrics
+        self.interval = interval
+        self.leader = leader
+        self.failures = 0
+
+    def check(self) -> bool:
+        """One check; returns whether the service answered."""
+        try:
+            self.external.current_key_id()
+        except ManagedSecretsError as e:
+            self.failures += 1
+            self.metrics.set_key_service_up(self.external.provider, 0)
+            if _worth_logging(self.failures):
+                log.warning(
+                    "the key service is unavailable (%d check(s) in a row): %s; %s",
+                    self.failures,
+                    safe_message(e),
+                    "serving with the keys held in memory" if self.keys.ready else "the keyring is not open",
+                )
+            return False
+        if self.failures:
+            log.info("the key service answers again after %d failed check(s)", self.failures)
+        self.failures = 0
+        self.metrics.set_key_service_up(self.external.provider, 1)
+        if self.leader() and self.keys.ready:
+            try:
+                self.keys.reseal()
+            except ManagedSecretsError as e:
+                log.warning("could not seal the keyring again: %s", safe_message(e))
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        while True:
+            self.check()
+            if stop.wait(self.interval):
+                return

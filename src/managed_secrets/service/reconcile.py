@@ -25,6 +25,7 @@ from managed_secrets.errors import (
     Fenced,
     InvalidRequest,
     KeyringError,
+    KeyServiceUnavailable,
     KubernetesApiError,
     ManagedSecretsError,
     RecordTooLarge,
@@ -127,6 +128,8 @@ class ManagedSecretService:
         # What the operator's Secret watches list now; set at start-up (``None``: every resume reads).
         self.revisions: Revisions | None = None
         self._failures: dict[RecordKey, int] = {}
+        # Objects whose last pass failed because the keyring was not open (see keyring_opened).
+        self._key_waiters: set[RecordKey] = set()
         # The shard of each object seen (its label's, else its name's hash): what ``release`` drains.
         self._shards: dict[RecordKey, int] = {}
 
@@ -280,6 +283,13 @@ class ManagedSecretService:
         else:
             self.pools.submit(spec, self.observe, "SCHEDULED", body)
 
+    def keyring_opened(self) -> None:
+        """The keyring opened after its key service was away: the objects that failed for it go again now."""
+        waiting, self._key_waiters = self._key_waiters, set()
+        now = self.vault.clock.now()
+        for key in waiting:
+            self.scheduler.schedule(key.namespace, key.name, now)
+
     def submit(self, body: Mapping[str, Any]) -> Future[Outcome]:
         """``reconcile(body)`` on the worker pool for the object's kind of work (see ``service.pools``)."""
         return self.pools.submit(body.get("spec") or {}, self.reconcile, body)
@@ -385,7 +395,11 @@ class ManagedSecretService:
                 self.metrics.count_api_error("reconcile", e)
             reason = self._fail(resource, outcome, e)
             outcome.record = p.record if p is not None else None
-            if not isinstance(e, _WAITS):
+            if isinstance(e, KeyServiceUnavailable):
+                # The keyring's key service is away: tried again with backoff, and at once when it opens.
+                self._key_waiters.add(resource.key)
+                self._retry_later(resource, outcome, reason)
+            elif not isinstance(e, _WAITS):
                 self._retry_later(resource, outcome, reason)
             self._finish(resource, spec, outcome)
             return outcome
@@ -398,6 +412,8 @@ class ManagedSecretService:
         retry = resource.status.get("retry") or {}
         if not retry.get("nextAttemptTime") or resource.status.get("observedGeneration") != resource.generation:
             return None
+        if retry.get("reason") == "KeyServiceUnavailable" and getattr(self.vault.provider, "is_open", True):
+            return None  # it waited for the keyring, which is open now
         try:
             when = dt.datetime.fromisoformat(str(retry["nextAttemptTime"]).replace("Z", "+00:00"))
         except ValueError:

@@ -40,7 +40,7 @@ class SecretVault:
         self,
         store: VersionStore,
         provider: KeyProvider,
-        hash_key: bytes,
+        hash_key: bytes | Callable[[], bytes],
         clock: Clock,
         *,
         max_attempts: int = 20,
@@ -54,11 +54,13 @@ class SecretVault:
     # --- values ----------------------------------------------------------------------------------------
 
     def fingerprint(self, value: SecretValue) -> str:
-        return fingerprint(value.to_bytes(), self._hash_key)
+        return fingerprint(value.to_bytes(), self.hash_key)
 
     @property
     def hash_key(self) -> bytes:
-        return self._hash_key
+        """The fingerprint key; a callable is asked each time (a keyring still being opened raises)."""
+        key = self._hash_key
+        return key if isinstance(key, bytes) else key()
 
     def seal(self, secret_id: str, version_id: str, value: SecretValue, key_id: str | None = None) -> bytes:
         """Seals under the KEK ``key_id`` (a secret's ``encryptionKey``) or, by default, the primary KEK."""
