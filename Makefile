@@ -14,6 +14,7 @@ help:  ## list the targets
 install: $(VENV)/.installed  ## create .venv with the package and its dev/test tools
 
 $(VENV)/.installed: pyproject.toml
+	bash hack/install-softhsm.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -40,19 +41,21 @@ coverage: install  ## unit tests under coverage.py; prints the report and fails 
 integration: install  ## tests against a real control plane (started if KUBECONFIG does not answer)
 	$(BIN)/pytest tests/integration -q
 
-# The replica tests stop the suite's operator for their run, so in ``make test`` they get a control plane of
-# their own (KUBECONFIG unset, even in CI) and run beside the rest, which mostly waits on the API server.
-.PHONY: integration-main integration-replicas
+# The replica and key-service tests stop the suite's operator for their run, so in ``make test`` they get a
+# control plane of their own (KUBECONFIG unset, even in CI) and run beside the rest, which mostly waits on the
+# API server.
+ISOLATED := tests/integration/test_replicas.py tests/integration/test_kms.py
+.PHONY: integration-main integration-isolated
 integration-main: install
-	$(BIN)/pytest tests/integration -q --ignore=tests/integration/test_replicas.py
-integration-replicas: install
-	env -u KUBECONFIG -u MSO_REQUIRE_EXISTING_CLUSTER $(BIN)/pytest tests/integration/test_replicas.py -q -p no:cacheprovider
+	$(BIN)/pytest tests/integration -q $(addprefix --ignore=,$(ISOLATED))
+integration-isolated: install
+	env -u KUBECONFIG -u MSO_REQUIRE_EXISTING_CLUSTER $(BIN)/pytest $(ISOLATED) -q -p no:cacheprovider
 
 # Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
 # (its own control plane) followed by the static checks; then the integration tests, in two lanes as well.
 test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests (the README's test command)
 	$(MAKE) --no-print-directory -j2 --output-sync=target coverage smoke-and-checks
-	$(MAKE) --no-print-directory -j2 --output-sync=target integration-main integration-replicas
+	$(MAKE) --no-print-directory -j2 --output-sync=target integration-main integration-isolated
 
 .PHONY: smoke-and-checks
 smoke-and-checks: install

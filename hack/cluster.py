@@ -6,11 +6,19 @@ No Docker, no kind: the binaries are built from Go modules by ``hack/build-contr
 admin kubeconfig. There is no scheduler and no kubelet, so Pods stay Pending; Deployments still get their
 ReplicaSets, and the garbage collector and namespace controller run.
 
-    python3 hack/cluster.py up     [--dir DIR]   start (or reuse) a control plane; prints the kubeconfig path
+Secrets are encrypted at rest (unless ``--no-kms``): a KMS v2 plugin (``managed_secrets.kms.plugin``) over a
+SoftHSM2 token in DIR/kms (set up by ``hack/softhsm.py``; token ``apiserver``, key ``apiserver-kek-1``) is
+kube-apiserver's first encryption provider, ``identity`` its second (so data written without KMS still
+reads). cluster.json's ``kms`` entry says where the socket, the token, the PIN file and the plugin's call
+counts are.
+
+    python3 hack/cluster.py up     [--dir DIR] [--no-kms]   start (or reuse) a control plane; prints the kubeconfig
     python3 hack/cluster.py down   [--dir DIR]   stop it and remove its state
     python3 hack/cluster.py status [--dir DIR]   exit 0 if it answers
 
-Only the standard library and ``cryptography`` are needed, so the test suite can import this module too.
+Importing this module needs only the standard library and ``cryptography``, so the test suite can import it
+too; with KMS on, ``up`` also needs grpcio and python-pkcs11 (for the plugin, run with this interpreter) and
+the Debian package softhsm2.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -30,8 +39,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HACK = Path(__file__).resolve().parent
+ROOT = HACK.parent
 DEFAULT_DIR = Path(os.environ.get("MSO_CLUSTER_DIR", "/tmp/managed-secrets-cluster"))  # noqa: S108
 CONTROLLERS = (
     "garbage-collector-controller",
@@ -65,6 +76,23 @@ rules:
     resources: [{group: "", resources: ["secrets"]}]
     userGroups: ["system:serviceaccounts"]
   - level: None
+"""
+
+# Secrets at rest: KMS v2 through the plugin first; identity last, so anything stored unencrypted still reads.
+KMS_PROVIDER = "softhsm"
+KMS_TOKEN_LABEL = "apiserver"
+KMS_KEY_LABEL = "apiserver-kek-1"
+ENCRYPTION_CONFIG = """apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - kms:
+          apiVersion: v2
+          name: {name}
+          endpoint: unix://{socket}
+          timeout: 3s
+      - identity: {{}}
 """
 
 
@@ -240,10 +268,10 @@ def _write_kubeconfig(state: Path, server: str) -> None:
 # --- processes -------------------------------------------------------------------------------------------
 
 
-def _start(state: Path, name: str, argv: list[str]) -> int:
+def _start(state: Path, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     logf = (state / "logs" / f"{name}.log").open("ab")
     proc = subprocess.Popen(
-        argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
     (state / "pids" / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
@@ -292,13 +320,89 @@ def _http_ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
+def _kms_ok(socket_path: Path, key_label: str) -> bool:
+    """The plugin answers a Status call, healthy, with the expected key id."""
+    try:
+        from managed_secrets.kms.kmsv2 import KmsV2Key
+    except ImportError:  # run by an interpreter without the package installed: the work tree's copy
+        sys.path.insert(0, str(ROOT / "src"))
+        from managed_secrets.kms.kmsv2 import KmsV2Key
+
+    key = KmsV2Key(str(socket_path), timeout_seconds=2)
+    try:
+        return key.current_key_id() == key_label
+    finally:
+        key.close()
+
+
+def _softhsm() -> Any:
+    if str(HACK) not in sys.path:
+        sys.path.insert(0, str(HACK))
+    import softhsm  # hack/softhsm.py
+
+    return softhsm
+
+
+def _start_kms(state: Path) -> tuple[dict[str, str], int]:
+    """A SoftHSM2 token with one key in state/kms and the KMS v2 plugin over it (not waited for)."""
+    softhsm = _softhsm()
+    kms_dir = state / "kms"
+    conf = softhsm.init_token(
+        kms_dir,
+        token_label=KMS_TOKEN_LABEL,
+        pin=secrets.token_hex(8),
+        so_pin=secrets.token_hex(8),
+        key_label=KMS_KEY_LABEL,
+        python=sys.executable,
+    )
+    info = {
+        "providerName": KMS_PROVIDER,
+        "socket": str(kms_dir / "kms.sock"),
+        "softhsmDir": str(kms_dir),
+        "softhsmConf": str(conf),
+        "library": softhsm.library(),
+        "tokenLabel": KMS_TOKEN_LABEL,
+        "keyLabel": KMS_KEY_LABEL,
+        "pinFile": str(softhsm.pin_path(kms_dir)),
+        "stats": str(kms_dir / "stats.json"),
+        "encryptionConfig": str(state / "encryption-config.yaml"),
+    }
+    env = {**os.environ, **softhsm.environment(kms_dir)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    pid = _start(
+        state,
+        "kms-plugin",
+        [
+            sys.executable,
+            "-m",
+            "managed_secrets.kms.plugin",
+            f"--listen={info['socket']}",
+            f"--library={info['library']}",
+            f"--token-label={KMS_TOKEN_LABEL}",
+            f"--pin-file={info['pinFile']}",
+            f"--key-label={KMS_KEY_LABEL}",
+            f"--stats-file={info['stats']}",
+        ],
+        env=env,
+    )
+    config = Path(info["encryptionConfig"])
+    config.write_text(ENCRYPTION_CONFIG.format(name=KMS_PROVIDER, socket=info["socket"]))
+    config.chmod(0o600)
+    return info, pid
+
+
+def _processes(data: dict[str, Any]) -> tuple[str, ...]:
+    names = ("etcd", "kube-apiserver", "kube-controller-manager")
+    return (*names, "kms-plugin") if data.get("kms") else names
+
+
 def running(state_dir: Path = DEFAULT_DIR) -> Cluster | None:
     """The control plane in ``state_dir`` if all its processes live and the API server is ready."""
     info = state_dir / "cluster.json"
     if not info.exists():
         return None
     data = json.loads(info.read_text())
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+    for name in _processes(data):
         pidf = state_dir / "pids" / f"{name}.pid"
         if not pidf.exists() or not _alive(int(pidf.read_text())):
             return None
@@ -310,11 +414,16 @@ def running(state_dir: Path = DEFAULT_DIR) -> Cluster | None:
     return Cluster(state_dir=state_dir, server=data["server"])
 
 
-def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
-    """Starts a control plane in ``state_dir``, or returns the one already running there."""
+def up(state_dir: Path = DEFAULT_DIR, kms: bool = True) -> Cluster:
+    """Starts a control plane in ``state_dir``, or returns the one already running there.
+
+    With ``kms`` (the default) Secrets are encrypted at rest through the KMS v2 plugin over a SoftHSM2 token.
+    """
     existing = running(state_dir)
     if existing:
-        log(f"reusing the control plane at {existing.server}")
+        has_kms = "kms" in json.loads((state_dir / "cluster.json").read_text())
+        note = "" if has_kms == kms else f" (KMS {'on' if has_kms else 'off'}: run down first to change that)"
+        log(f"reusing the control plane at {existing.server}{note}")
         return existing
     down(state_dir, quiet=True)
     started = time.monotonic()
@@ -326,6 +435,8 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
     pki = state_dir / "pki"
     # Every write request is recorded (metadata only, never bodies), so tests can count an operator's writes.
     (state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
+    # The plugin starts beside etcd; kube-apiserver needs it answering before it starts.
+    kms_info, kms_pid = _start_kms(state_dir) if kms else (None, 0)
 
     etcd_url = f"http://127.0.0.1:{free_port()}"
     etcd_pid = _start(
@@ -343,6 +454,11 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
         ],
     )
     _wait(state_dir, "etcd", etcd_pid, lambda: _http_ok(etcd_url + "/health"), 60)
+    encryption: list[str] = []
+    if kms_info:
+        socket_path = Path(kms_info["socket"])
+        _wait(state_dir, "kms-plugin", kms_pid, lambda: _kms_ok(socket_path, KMS_KEY_LABEL), 30)
+        encryption = [f"--encryption-provider-config={kms_info['encryptionConfig']}"]
 
     port = free_port()
     server = f"https://127.0.0.1:{port}"
@@ -372,6 +488,7 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
             "--audit-log-mode=blocking",
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
+            *encryption,
             "--v=1",
         ],
     )
@@ -399,16 +516,20 @@ def up(state_dir: Path = DEFAULT_DIR) -> Cluster:
     if not _alive(kcm_pid):
         tail = (state_dir / "logs" / "kube-controller-manager.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"kube-controller-manager exited during start-up:\n{tail}")
-    (state_dir / "cluster.json").write_text(json.dumps({"server": server, "etcd": etcd_url, "bin": str(bin_dir)}))
-    log(f"control plane ready at {server} in {time.monotonic() - started:.1f}s")
+    data: dict[str, Any] = {"server": server, "etcd": etcd_url, "bin": str(bin_dir)}
+    if kms_info:
+        data["kms"] = kms_info
+    (state_dir / "cluster.json").write_text(json.dumps(data))
+    at_rest = f"; Secrets encrypted at rest by KMS v2 ({KMS_PROVIDER})" if kms_info else ""
+    log(f"control plane ready at {server} in {time.monotonic() - started:.1f}s{at_rest}")
     return Cluster(state_dir=state_dir, server=server)
 
 
-def up_with_retries(state_dir: Path = DEFAULT_DIR, attempts: int = 3) -> Cluster:
+def up_with_retries(state_dir: Path = DEFAULT_DIR, attempts: int = 3, kms: bool = True) -> Cluster:
     """``up``, tried again when a port picked as free was taken before a component could bind it."""
     for attempt in range(1, attempts + 1):
         try:
-            return up(state_dir)
+            return up(state_dir, kms=kms)
         except RuntimeError as e:
             if "address already in use" not in str(e) or attempt == attempts:
                 raise
@@ -419,7 +540,7 @@ def up_with_retries(state_dir: Path = DEFAULT_DIR, attempts: int = 3) -> Cluster
 def down(state_dir: Path = DEFAULT_DIR, *, quiet: bool = False) -> None:
     """Stops the processes started in ``state_dir`` (controller manager first) and removes the state."""
     pids = state_dir / "pids"
-    for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+    for name in ("kube-controller-manager", "kube-apiserver", "kms-plugin", "etcd"):
         pidf = pids / f"{name}.pid"
         if not pidf.exists():
             continue
@@ -444,11 +565,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("command", choices=("up", "down", "status", "build"))
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (%(default)s)")
+    parser.add_argument(
+        "--no-kms", dest="kms", action="store_false", help="up: store Secrets unencrypted (no KMS v2 plugin)"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build_binaries())
     elif args.command == "up":
-        print(up_with_retries(args.dir).kubeconfig)
+        print(up_with_retries(args.dir, kms=args.kms).kubeconfig)
     elif args.command == "down":
         down(args.dir)
     elif args.command == "status":

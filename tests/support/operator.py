@@ -205,12 +205,13 @@ class OperatorProcess:
                 s.bind(("127.0.0.1", 0))
                 self.liveness_port = int(s.getsockname()[1])
             argv.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
+        offset = len(self.logs())  # a restart appends to the same log: only its own lines count
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         kube.eventually(
-            lambda: "managed-secrets-operator started" in self.logs() or self._died(),
+            lambda: "managed-secrets-operator started" in self.logs()[offset:] or self._died(),
             timeout=60,
             what="the operator to start",
         )

@@ -15,6 +15,7 @@ from typing import Any
 from managed_secrets.cluster import LiveSecret, SecretObject
 from managed_secrets.cluster.memory import InMemoryCluster, Write
 from managed_secrets.crypto import LocalKeyring
+from managed_secrets.crypto.provider import OpeningKeyProvider
 from managed_secrets.domain import SecretRecord
 from managed_secrets.domain.clock import ManualClock
 from managed_secrets.errors import RecordNotFound
@@ -66,12 +67,17 @@ class World:
         keyring: LocalKeyring | None = None,
         cluster: InMemoryCluster | None = None,
         clock: ManualClock | None = None,
+        provider: OpeningKeyProvider | None = None,
     ) -> None:
         self.clock = clock or ManualClock(START)
         self.store = store or CountingStore()
         self.cluster = cluster or InMemoryCluster()
         self.keyring = keyring or LocalKeyring.generate()
-        self.vault = SecretVault(self.store, self.keyring, self.keyring.hash_key, self.clock)
+        if provider is not None:
+            # A keyring still being opened (its key service is away): the start-up wiring's stand-in.
+            self.vault = SecretVault(self.store, provider, lambda: provider.hash_key, self.clock)
+        else:
+            self.vault = SecretVault(self.store, self.keyring, self.keyring.hash_key, self.clock)
         self.metrics = OperatorMetrics(runtime_collectors=False)
         self.service = ManagedSecretService(
             self.cluster, self.vault, backoff=Backoff(base_seconds=30, max_seconds=3600), metrics=self.metrics

@@ -17,6 +17,11 @@ from managed_secrets.operator.config import OperatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keyring"]:
+        from managed_secrets.operator import keyring_tool
+
+        return keyring_tool.main(argv[1:])
     parser = argparse.ArgumentParser(prog="managed-secrets-operator", description=__doc__)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="json", choices=["json", "plain", "full"])
