@@ -62,8 +62,10 @@ smoke-and-checks: install
 	$(MAKE) --no-print-directory -j1 bench-smoke
 	$(MAKE) --no-print-directory -j1 lint typecheck
 
-demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret
-	bash hack/demo.sh
+# KMS=softhsm: the keyring sealed by a SoftHSM2 token (PKCS#11); KMS=kmsv2: by the control plane's KMS v2 plugin.
+KMS ?=
+demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret (KMS=softhsm|kmsv2)
+	KMS=$(KMS) bash hack/demo.sh
 
 demo-down: install  ## stop the demo operator and the local control plane
 	-[ -f $(CLUSTER_DIR)/pids/operator.pid ] && kill $$(cat $(CLUSTER_DIR)/pids/operator.pid)

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: a local control plane, the CRD, the operator (as its own ServiceAccount), the examples, and
 # the projected Secrets they produce. `make demo-down` stops it all.
+#
+# KMS=softhsm (`make demo KMS=softhsm`): the operator's keyring is sealed by an AES key in a SoftHSM2 token
+# (PKCS#11), so the keyring Secret holds only ciphertext. KMS=kmsv2: sealed through the control plane's own
+# KMS v2 plugin, the one kube-apiserver encrypts Secrets at rest with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${MSO_CLUSTER_DIR:-/tmp/managed-secrets-cluster}
@@ -31,11 +35,32 @@ current-context: local
 KCFG
 chmod 600 "$dir/operator.kubeconfig"
 
+kms=()
+case "${KMS:-}" in
+  "" | none) ;;
+  softhsm | pkcs11)
+    hsm="$dir/operator-softhsm"
+    if [ ! -f "$hsm/softhsm2.conf" ]; then
+      $py hack/softhsm.py init --dir "$hsm" --token-label managed-secrets --key-label keyring-kek-1 >/dev/null
+    fi
+    kms=(SOFTHSM2_CONF="$hsm/softhsm2.conf" MSO_KMS_PROVIDER=pkcs11 MSO_PKCS11_LIBRARY="$($py -c \
+      'import sys; sys.path.insert(0, "hack"); import softhsm; print(softhsm.library())')" \
+      MSO_PKCS11_TOKEN_LABEL=managed-secrets MSO_PKCS11_KEY_LABEL=keyring-kek-1 MSO_PKCS11_PIN_FILE="$hsm/pin")
+    echo "== key service: SoftHSM2 token 'managed-secrets' in $hsm, key 'keyring-kek-1' (PKCS#11)"
+    ;;
+  kmsv2)
+    socket=$($py -c 'import json, sys; print(json.load(open(sys.argv[1]))["kms"]["socket"])' "$dir/cluster.json")
+    kms=(MSO_KMS_PROVIDER=kmsv2 MSO_KMS_ENDPOINT="unix://$socket")
+    echo "== key service: the control plane's KMS v2 plugin at $socket"
+    ;;
+  *) echo "KMS=$KMS: expected softhsm, kmsv2 or none" >&2; exit 2 ;;
+esac
+
 echo "== operator"
 if [ -f "$dir/pids/operator.pid" ] && kill -0 "$(cat "$dir/pids/operator.pid")" 2>/dev/null; then
   echo "already running (pid $(cat "$dir/pids/operator.pid"))"
 else
-  KUBECONFIG="$dir/operator.kubeconfig" MSO_NAMESPACE=managed-secrets \
+  env KUBECONFIG="$dir/operator.kubeconfig" MSO_NAMESPACE=managed-secrets "${kms[@]}" \
     nohup .venv/bin/managed-secrets-operator --log-format=plain >"$dir/logs/operator.log" 2>&1 &
   echo $! >"$dir/pids/operator.pid"
   echo "started (pid $!, log $dir/logs/operator.log)"
@@ -58,3 +83,10 @@ Done. Try:
   kubectl -n demo edit secret app-db                  # drift: the operator puts it back
 Stop everything with: make demo-down
 TXT
+if [ ${#kms[@]} -gt 0 ]; then
+  cat <<TXT
+The keyring is sealed: the keyring Secret holds only ciphertext, openable with the key service alone:
+  kubectl -n managed-secrets get secret managed-secrets-keyring -o jsonpath='{.data}'; echo   # only keyring.sealed
+  env ${kms[*]} KUBECONFIG=$KUBECONFIG MSO_NAMESPACE=managed-secrets .venv/bin/managed-secrets-operator keyring status
+TXT
+fi

@@ -312,3 +312,27 @@ def test_a_sealed_keyring_secret_left_over_is_not_confused_with_a_plain_one() ->
     )
     opened = load_or_create_keyring(cluster, NS, NAME, codec=KeyringCodec(kms))
     assert opened.hash_key != LocalKeyring.from_bytes(plain_other).hash_key
+
+
+def test_a_kek_rotation_requested_while_the_key_service_was_away_goes_when_it_answers() -> None:
+    cluster, kms = InMemoryCluster(), FakeKms()
+    codec = KeyringCodec(kms)
+    keyring = load_or_create_keyring(cluster, NS, NAME, codec=codec)
+    world = World(keyring=keyring, cluster=cluster)
+    secret = KeyringSecret(cluster, NS, NAME, codec)
+    keys = KeyManager(world.vault, keyring, secret)
+    monitor = KeyServiceMonitor(kms, keys, OperatorMetrics(runtime_collectors=False), 1.0, leader=lambda: True)
+    kms.reachable = False
+    live = cluster.secrets[(NS, NAME)]
+    cluster.put_secret(
+        SecretObject(namespace=NS, name=NAME, data=dict(live.data), annotations={ROTATE_KEK_ANNOTATION: "r1"})
+    )
+    with pytest.raises(ManagedSecretsError):
+        keys.handle_request({ROTATE_KEK_ANNOTATION: "r1"})
+    assert not monitor.check()
+    kms.reachable = True
+    assert monitor.check()
+    # k2 went to the attempt that failed: ids are never reused, so the new primary is k3.
+    assert keyring.primary_key_id() == "k3"
+    assert cluster.secrets[(NS, NAME)].annotations[KEK_HANDLED_ANNOTATION] == "r1"
+    assert load_or_create_keyring(cluster, NS, NAME, codec=KeyringCodec(kms)).primary_key_id() == "k3"

@@ -37,6 +37,8 @@ def start_purger(
                 if leader():
                     service.purge_expired()
                     if keys is not None:
+                        # A KEK rotation that failed earlier (say, the key service was away) goes again.
+                        keys.handle_request(keys.secret.annotations())
                         keys.rewrap_all()
             except Exception as e:
                 log.warning("background sweep failed: %s", safe_message(e))

@@ -114,9 +114,13 @@ class KeyManager:
             new_id = self.keyring.add_key(make_primary=False)
             try:
                 self.secret.write(self.keyring, revision, {})
-            except Exception:
+            except WriteConflict:
                 self.keyring.remove_key(new_id)  # never primary, so nothing was sealed under it
                 continue
+            except Exception:
+                # E.g. the key service cannot seal it now: the rotation is not started, and says why.
+                self.keyring.remove_key(new_id)
+                raise
             self.keyring.set_primary(new_id)
             for _ in range(5):
                 _, revision, _ = self.secret.read()
@@ -306,13 +310,17 @@ class KeyServiceMonitor:
                     "serving with the keys held in memory" if self.keys.ready else "the keyring is not open",
                 )
             return False
-        if self.failures:
+        recovered = self.failures > 0
+        if recovered:
             log.info("the key service answers again after %d failed check(s)", self.failures)
         self.failures = 0
         self.metrics.set_key_service_up(self.external.provider, 1)
         if self.leader() and self.keys.ready:
             try:
                 self.keys.reseal()
+                if recovered:
+                    # A KEK rotation requested while the key service was away goes now.
+                    self.keys.handle_request(self.keys.secret.annotations())
             except ManagedSecretsError as e:
                 log.warning("could not seal the keyring again: %s", safe_message(e))
         return True
