@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -564,6 +566,291 @@ def test_schema_refuses_bad_values(options: tuple[str, ...], expected: str) -> N
     assert expected in failed.stderr
 
 
+# --- the key service that seals the keyring (kms.*) -----------------------------------------------------------
+
+PIN_FILE = "/etc/managed-secrets/pkcs11/pin"
+PKCS11_VALUES = {
+    "kms.pkcs11.library": "/usr/lib/softhsm/libsofthsm2.so",
+    "kms.pkcs11.tokenLabel": "mso",
+    "kms.pkcs11.keyLabel": "kek-1",
+    "kms.pkcs11.pin.secretName": "hsm-pin",
+}
+
+
+def pkcs11(*, without: str = "", **values: str) -> tuple[str, ...]:
+    """``--set`` options for kms.provider=pkcs11 with every required value but ``without``."""
+    settings = {"kms.provider": "pkcs11", **PKCS11_VALUES, **values}
+    settings.pop(without, None)
+    return tuple(option for name, value in settings.items() for option in ("--set", f"{name}={value}"))
+
+
+PKCS11 = pkcs11()
+KMSV2 = ("--set", "kms.provider=kmsv2")
+KMSV2_SIDECAR = (*KMSV2, "--set", "kms.kmsv2.sidecar.image=registry.example/kms-plugin:1.0")
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(only(docs, "Deployment")["spec"]["template"]["spec"])
+
+
+def kms_env(env: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in env.items() if name.startswith(("MSO_KMS_", "MSO_PKCS11_"))}
+
+
+def kms_volumes(docs: list[dict[str, Any]]) -> list[str]:
+    return [v["name"] for v in pod_spec(docs)["volumes"] if v["name"].startswith("kms-")]
+
+
+@pytest.mark.parametrize("options", [PKCS11, KMSV2, KMSV2_SIDECAR], ids=["pkcs11", "kmsv2", "kmsv2-sidecar"])
+def test_helm_lint_passes_with_a_kms_provider(options: tuple[str, ...]) -> None:
+    done = helm("lint", "--strict", str(CHART), *options)
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_kms_none_renders_nothing_key_service_related() -> None:
+    docs = render()
+    assert not kms_env(env_of(docs))
+    assert not kms_volumes(docs)
+    assert [m["name"] for m in container(docs)["volumeMounts"]] == ["tmp"]
+    # Explicitly none, with provider settings filled in: they are ignored, the output is the same.
+    assert (
+        template("--set", "kms.provider=none", *pkcs11()[2:], "--set", "kms.kmsv2.sidecar.image=x") == template()
+    )
+
+
+def test_kms_pkcs11_mounts_the_pin_from_its_secret_and_never_puts_it_in_env() -> None:
+    docs = render(
+        *pkcs11(**{"kms.pkcs11.pin.key": "user-pin", "kms.checkSeconds": "10"}),
+        "--set-json", 'kms.pkcs11.env=[{"name": "SOFTHSM2_CONF", "value": "/var/lib/softhsm/softhsm2.conf"}]',
+        "--set-json", 'kms.pkcs11.volumes=[{"name": "softhsm", "persistentVolumeClaim": {"claimName": "tokens"}}]',
+        "--set-json", 'kms.pkcs11.volumeMounts=[{"name": "softhsm", "mountPath": "/var/lib/softhsm"}]',
+    )  # fmt: skip
+    env = env_of(docs)
+    assert kms_env(env) == {
+        "MSO_KMS_PROVIDER": "pkcs11",
+        "MSO_KMS_CHECK_SECONDS": "10",
+        "MSO_PKCS11_LIBRARY": "/usr/lib/softhsm/libsofthsm2.so",
+        "MSO_PKCS11_TOKEN_LABEL": "mso",
+        "MSO_PKCS11_KEY_LABEL": "kek-1",
+        "MSO_PKCS11_PIN_FILE": PIN_FILE,
+    }
+    assert env["SOFTHSM2_CONF"] == "/var/lib/softhsm/softhsm2.conf"
+    # The PIN is only a file: no variable reads the Secret, nothing is taken from it with envFrom.
+    c = container(docs)
+    assert not [e for e in c["env"] if "valueFrom" in e and "fieldRef" not in e["valueFrom"]]
+    assert "envFrom" not in c
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["kms-pkcs11-pin"] == {
+        "name": "kms-pkcs11-pin",
+        "secret": {"secretName": "hsm-pin", "defaultMode": 0o400, "items": [{"key": "user-pin", "path": "pin"}]},
+    }
+    assert volumes["softhsm"] == {"name": "softhsm", "persistentVolumeClaim": {"claimName": "tokens"}}
+    assert "kms-socket" not in volumes
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["kms-pkcs11-pin"] == {
+        "name": "kms-pkcs11-pin",
+        "mountPath": str(Path(PIN_FILE).parent),
+        "readOnly": True,
+    }
+    assert mounts["softhsm"]["mountPath"] == "/var/lib/softhsm"
+    # The pod's security stays as it is: read-only root filesystem, non-root.
+    default = render()
+    assert c["securityContext"] == container(default)["securityContext"]
+    assert pod_spec(docs)["securityContext"] == pod_spec(default)["securityContext"]
+
+
+def test_kms_kmsv2_renders_the_endpoint_and_the_socket_volume() -> None:
+    docs = render(*KMSV2)
+    assert kms_env(env_of(docs)) == {
+        "MSO_KMS_PROVIDER": "kmsv2",
+        "MSO_KMS_CHECK_SECONDS": "30",
+        "MSO_KMS_ENDPOINT": "unix:///var/run/kmsplugin/socket.sock",
+        "MSO_KMS_TIMEOUT_SECONDS": "5",
+    }
+    # By default the node's KMS plugin directory, the one kube-apiserver's plugin serves.
+    assert kms_volumes(docs) == ["kms-socket"]
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "kms-socket")
+    assert volume == {"name": "kms-socket", "hostPath": {"path": "/var/run/kmsplugin", "type": "Directory"}}
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "kms-socket")
+    assert mount == {"name": "kms-socket", "mountPath": "/var/run/kmsplugin", "readOnly": True}
+
+    # Another endpoint: the socket volume is mounted at its directory; a volume of one's own is used as given.
+    docs = render(
+        *KMSV2,
+        "--set", "kms.kmsv2.endpoint=/run/kms/plugin.sock",
+        "--set-json", "kms.timeoutSeconds=2.5",
+        "--set-json", 'kms.kmsv2.socketVolume={"hostPath": null, "csi": {"driver": "kms.example.com"}}',
+    )  # fmt: skip
+    env = env_of(docs)
+    assert (env["MSO_KMS_ENDPOINT"], env["MSO_KMS_TIMEOUT_SECONDS"]) == ("/run/kms/plugin.sock", "2.5")
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "kms-socket")
+    assert volume == {"name": "kms-socket", "csi": {"driver": "kms.example.com"}}
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "kms-socket")
+    assert mount["mountPath"] == "/run/kms"
+
+
+def test_kms_kmsv2_sidecar_shares_an_emptydir_socket() -> None:
+    docs = render(
+        *KMSV2_SIDECAR, "--set-json", 'kms.kmsv2.sidecar.args=["--listen=/var/run/kmsplugin/socket.sock"]'
+    )
+    pod = pod_spec(docs)
+    operator, plugin = pod["containers"]
+    assert operator["name"] == "operator"
+    assert plugin["name"] == "kms-plugin" and plugin["image"] == "registry.example/kms-plugin:1.0"
+    assert plugin["args"] == ["--listen=/var/run/kmsplugin/socket.sock"]
+    # No hostPath: the socket lives in an emptyDir both containers mount (the plugin writable, to create it).
+    assert [v for v in pod["volumes"] if v["name"] == "kms-socket"] == [{"name": "kms-socket", "emptyDir": {}}]
+    assert plugin["volumeMounts"] == [{"name": "kms-socket", "mountPath": "/var/run/kmsplugin"}]
+    assert {"name": "kms-socket", "mountPath": "/var/run/kmsplugin", "readOnly": True} in operator["volumeMounts"]
+    # Without a securityContext of its own the plugin gets the operator's (restricted Pod Security holds).
+    assert plugin["securityContext"] == operator["securityContext"]
+
+    # Its own name, securityContext and mount of the socket volume are kept.
+    docs = render(
+        *KMSV2_SIDECAR,
+        "--set-json", 'kms.kmsv2.sidecar.securityContext={"runAsUser": 1000}',
+        "--set", "kms.kmsv2.sidecar.name=vault-kms",
+        "--set-json", 'kms.kmsv2.sidecar.volumeMounts=[{"name": "kms-socket", "mountPath": "/sockets"}]',
+    )  # fmt: skip
+    plugin = pod_spec(docs)["containers"][1]
+    assert plugin["name"] == "vault-kms" and plugin["securityContext"] == {"runAsUser": 1000}
+    assert plugin["volumeMounts"] == [{"name": "kms-socket", "mountPath": "/sockets"}]
+    # No sidecar unless the provider is kmsv2.
+    assert len(pod_spec(render("--set", "kms.kmsv2.sidecar.image=x"))["containers"]) == 1
+
+
+SCHEMA_ERROR = "values don't meet the specifications of the schema"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected", "error"),
+    [
+        (pkcs11(without="kms.pkcs11.tokenLabel"), "'/kms/pkcs11/tokenLabel'", SCHEMA_ERROR),
+        (pkcs11(without="kms.pkcs11.keyLabel"), "'/kms/pkcs11/keyLabel'", SCHEMA_ERROR),
+        (pkcs11(without="kms.pkcs11.library"), "'/kms/pkcs11/library'", SCHEMA_ERROR),
+        (pkcs11(without="kms.pkcs11.pin.secretName"), "'/kms/pkcs11/pin/secretName'", SCHEMA_ERROR),
+        (pkcs11(**{"kms.pkcs11.library": "libsofthsm2.so"}), "'/kms/pkcs11/library'", SCHEMA_ERROR),
+        (("--set", "kms.provider=hsm"), "'/kms/provider'", SCHEMA_ERROR),
+        ((*KMSV2, "--set", "kms.kmsv2.endpoint="), "'/kms/kmsv2/endpoint'", SCHEMA_ERROR),
+        ((*KMSV2, "--set", "kms.kmsv2.endpoint=/socket.sock"), "'/kms/kmsv2/endpoint'", SCHEMA_ERROR),
+        ((*KMSV2, "--set", "kms.kmsv2.sidecar.name=plugin"), "'/kms/kmsv2/sidecar'", SCHEMA_ERROR),
+        ((*KMSV2, "--set", "kms.kmsv2.socketVolume=null"), "kms.kmsv2.socketVolume", "execution error"),
+        ((*KMSV2, *KEYRING_FILE), "keyring.source file", "execution error"),
+        # Without the schema (--skip-schema-validation) the template still names what is missing.
+        (
+            (*pkcs11(without="kms.pkcs11.tokenLabel"), "--skip-schema-validation"),
+            "kms.pkcs11.tokenLabel is required with kms.provider pkcs11",
+            "execution error",
+        ),
+        (
+            (*pkcs11(without="kms.pkcs11.pin.secretName"), "--skip-schema-validation"),
+            "kms.pkcs11.pin.secretName (the Secret with the token's PIN) is required",
+            "execution error",
+        ),
+    ],
+    ids=[
+        "pkcs11-no-token-label",
+        "pkcs11-no-key-label",
+        "pkcs11-no-library",
+        "pkcs11-no-pin-secret",
+        "pkcs11-relative-library",
+        "unknown-provider",
+        "kmsv2-no-endpoint",
+        "kmsv2-endpoint-in-root",
+        "kmsv2-sidecar-without-image",
+        "kmsv2-no-socket-volume",
+        "kms-with-keyring-file",
+        "pkcs11-no-token-label-unchecked",
+        "pkcs11-no-pin-secret-unchecked",
+    ],
+)
+def test_kms_incomplete_settings_fail_naming_the_missing_value(
+    options: tuple[str, ...], expected: str, error: str
+) -> None:
+    failed = helm("template", "r", str(CHART), f"--kube-version={KUBE_VERSION}", *options, check=False)
+    assert failed.returncode != 0
+    assert error in failed.stderr and expected in failed.stderr, failed.stderr
+    if error == SCHEMA_ERROR and "/kms/pkcs11/" in expected:
+        # Only the missing value is named, and `helm lint` refuses the same.
+        named_values = re.findall(r"'/kms/pkcs11/[a-zA-Z/]+'", failed.stderr)
+        assert set(named_values) == {expected}, failed.stderr
+        lint = helm("lint", "--strict", str(CHART), *options, check=False)
+        assert lint.returncode != 0 and expected in lint.stdout + lint.stderr
+
+
+def rendered_notes(tmp_path: Path, *options: str) -> str:
+    """NOTES.txt as `helm install` prints it: `helm template` skips it, so a copy of the chart renders it."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, dirs_exist_ok=True)
+    (chart / "files" / "notes.txt").write_bytes((CHART / "templates" / "NOTES.txt").read_bytes())
+    (chart / "templates" / "notes.yaml").write_text('notes: {{ tpl (.Files.Get "files/notes.txt") . | toJson }}\n')
+    out = helm(
+        "template", "r", str(chart), "-n", "mso", f"--kube-version={KUBE_VERSION}",
+        "--show-only", "templates/notes.yaml", *options,
+    ).stdout  # fmt: skip
+    return str(yaml.safe_load(out)["notes"])
+
+
+def test_kms_notes_name_the_key_service_and_how_to_check_it(tmp_path: Path) -> None:
+    assert "Key service" not in rendered_notes(tmp_path)
+    check = f"kubectl -n mso get secret {KEYRING_SECRET} -o jsonpath='{{.data}}'"
+    notes = rendered_notes(tmp_path, *PKCS11)
+    assert 'sealed under key "kek-1" of the PKCS#11 token "mso"' in notes
+    assert check in notes and "only keyring.sealed" in notes
+    assert 'managed_secrets_key_service_up{provider="pkcs11"}' in notes
+    notes = rendered_notes(tmp_path, *KMSV2)
+    assert "sealed under the KMS v2 plugin at unix:///var/run/kmsplugin/socket.sock" in notes
+    assert check in notes and 'managed_secrets_key_service_up{provider="kmsv2"}' in notes
+
+
+def comparable_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec without the topology spread (its selector differs), lists keyed by name: a kustomize patch
+    puts the items it adds first, the chart last."""
+    pod = dict(deployment["spec"]["template"]["spec"])
+    pod.pop("topologySpreadConstraints")
+    pod["volumes"] = sorted(pod["volumes"], key=lambda v: v["name"])
+    containers = []
+    for original in pod["containers"]:
+        c = dict(original)
+        c["env"] = sorted(c["env"], key=lambda e: e["name"])
+        c["volumeMounts"] = sorted(c["volumeMounts"], key=lambda m: m["name"])
+        containers.append(c)
+    pod["containers"] = containers
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("example", "options"),
+    [
+        (
+            "kms-pkcs11-example.yaml",
+            pkcs11(
+                **{
+                    "kms.pkcs11.library": "/opt/hsm/lib/libpkcs11.so",
+                    "kms.pkcs11.pin.secretName": "managed-secrets-pkcs11-pin",
+                }
+            ),
+        ),
+        ("kms-kmsv2-example.yaml", KMSV2),
+    ],
+    ids=["pkcs11", "kmsv2"],
+)
+def test_kms_examples_patch_the_kustomize_base_into_what_the_chart_renders(
+    tmp_path: Path, example: str, options: tuple[str, ...]
+) -> None:
+    assert example in (DEPLOY / "kustomization.yaml").read_text()
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    shutil.copy(DEPLOY / example, overlay / example)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [os.path.relpath(DEPLOY, overlay)], "patches": [{"path": example}]})
+    )
+    base = only(documents(run("kubectl", "kustomize", str(overlay)).stdout), "Deployment")
+    chart = only(render(*options, release=CHART_NAME, namespace="managed-secrets"), "Deployment")
+    assert comparable_pod(base) == comparable_pod(chart)
+    assert kms_env(env_of([chart]))  # the comparison is about a key service
+
+
 # --- the real API server: Pod Security and server-side validation -----------------------------------------
 
 
@@ -639,6 +926,24 @@ def test_rendered_chart_passes_server_side_dry_run_under_restricted_pss(
         assert refused.returncode != 0
         assert 'violates PodSecurity "restricted:latest"' in refused.stderr
         assert "allowPrivilegeEscalation != false" in refused.stderr
+    finally:
+        kube.delete_namespace(admin, ns)
+
+
+def test_key_service_pods_pass_restricted_pss_but_a_host_socket_does_not(
+    admin: client.ApiClient, kubeconfig: str
+) -> None:
+    """pkcs11 and a kmsv2 sidecar keep the pod "restricted"; the node's plugin socket (a hostPath) cannot."""
+    ns = restricted_namespace(admin, "mso-kms-pss")
+    try:
+        for options in (PKCS11, KMSV2_SIDECAR):
+            pod = pod_from_deployment(render(*options, namespace=ns), ns)
+            created = kubectl(kubeconfig, "create", "--dry-run=server", "-f", "-", stdin=pod)
+            assert "pod/pss-check created (server dry run)" in created.stdout
+        pod = pod_from_deployment(render(*KMSV2, namespace=ns), ns)
+        refused = kubectl(kubeconfig, "create", "--dry-run=server", "-f", "-", stdin=pod, check=False)
+        assert refused.returncode != 0
+        assert 'volume "kms-socket" uses restricted volume type "hostPath"' in refused.stderr, refused.stderr
     finally:
         kube.delete_namespace(admin, ns)
 

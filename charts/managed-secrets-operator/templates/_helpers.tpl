@@ -54,6 +54,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when a key service seals the keyring (kms.provider pkcs11 or kmsv2), else empty. */}}
+{{- define "mso.kms.enabled" -}}
+{{- if has .Values.kms.provider (list "pkcs11" "kmsv2") }}true{{ end }}
+{{- end }}
+
+{{/* Where the PKCS#11 PIN Secret is mounted, and the PIN file in it (MSO_PKCS11_PIN_FILE). */}}
+{{- define "mso.kms.pinDir" -}}
+/etc/managed-secrets/pkcs11
+{{- end }}
+
+{{- define "mso.kms.pinFile" -}}
+{{- include "mso.kms.pinDir" . }}/pin
+{{- end }}
+
+{{/* The directory of the KMS v2 plugin's socket (kms.kmsv2.endpoint without unix://): where its volume is mounted. */}}
+{{- define "mso.kms.socketDir" -}}
+{{- dir (trimPrefix "unix://" .Values.kms.kmsv2.endpoint) }}
+{{- end }}
+
 {{/*
 RBAC rule sets. deploy/rbac.yaml holds the same rules for the kustomize base, and
 tests/integration/test_chart.py checks that the two agree; change both together.
