@@ -2,7 +2,7 @@
 measured in the same run.
 
     python -m bench.cluster [--quick] [--objects N] [--unrelated N] [--rotations N] [--namespaces N]
-                            [--threads N] [--replicas N] [--json PATH] [--keep]
+                            [--threads N] [--replicas N] [--kms {none,kmsv2,pkcs11}] [--json PATH] [--keep]
 
 It starts etcd, kube-apiserver and kube-controller-manager (hack/cluster.py) in a fresh directory, installs
 the CRD and the admission policy, and runs the operator as its own ServiceAccount with the shipped RBAC, at
@@ -22,6 +22,15 @@ object, beside the client's; 5 latency create -> projected, beside the watch-eve
 (Lease renewals apart, beside their period); 7 cold start of every replica, beside listing everything;
 8 rotations, beside sending the requests; 9 ManagedSecrets written by more than one replica (audit log
 User-Agents outside the cold start). Ratios are figure / baseline: how many times the baseline it costs.
+
+With --kms kmsv2 or pkcs11 the operator seals its keyring under an external key: kmsv2 is the control plane's
+own KMS v2 plugin (the one kube-apiserver encrypts Secrets at rest with; MSO_KMS_ENDPOINT its socket), pkcs11
+a SoftHSM2 token of the run's own (hack/softhsm.py; MSO_PKCS11_* and SOFTHSM2_CONF). Steps 1, 3 and 7 then
+also count the operator's calls to it (managed_secrets_kms_requests_total, summed over the replicas) by
+operation, beside 0 (what the same run makes without a key service), at start-up on the empty cluster, for
+the ManagedSecrets created, and per cold start, where the keyring's seal should cost one decrypt per replica
+(plus the key-service checks' Status calls), not one per object. With kmsv2 the plugin's own counts (its stats
+file) over the same stretches are printed beside the operator's: kube-apiserver's calls are among them.
 
 Figures go to stdout, progress (with elapsed time) to stderr. Nothing is asserted: the exit status is 1 only
 when the run cannot finish (the control plane or the operator does not start, or objects are not projected,
@@ -54,6 +63,7 @@ from bench.probes import (
     AuditLog,
     FirstSeen,
     Gauges,
+    KmsCalls,
     Object,
     Tally,
     cpu_seconds,
@@ -61,7 +71,9 @@ from bench.probes import (
     list_all,
     make_client,
     read_gauges,
+    read_kms_requests,
     read_leases,
+    read_plugin_stats,
     rss_mib,
     send,
 )
@@ -70,6 +82,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for _extra in (ROOT / "hack", ROOT / "tests"):
     if str(_extra) not in sys.path:
         sys.path.insert(0, str(_extra))
+
+import softhsm  # noqa: E402  (hack/softhsm.py, on the path just above)
 
 import cluster as local_cluster  # noqa: E402  (hack/cluster.py, on the path just above)
 from managed_secrets.names import (  # noqa: E402
@@ -111,6 +125,12 @@ EVERY_SHARD = frozenset([*range(SHARDS), LEADER])
 TOKEN_SECONDS = 24 * 3600  # a long run must not outlive the operator's ServiceAccount token
 LATENCY_TIMEOUT = 60.0
 POLL = 0.5
+KMS_CHOICES = ("none", "kmsv2", "pkcs11")
+KMS_OPERATIONS = ("status", "encrypt", "decrypt")
+KMS_TOKEN_LABEL = "bench"  # --kms pkcs11: the run's own SoftHSM2 token and key
+KMS_KEY_LABEL = "bench-kek-1"
+NO_KMS = "without a key service (--kms none)"  # the KMS figures' baseline: no calls at all
+KMS_CHECK_SECONDS = 30  # the operator's default (MSO_KMS_CHECK_SECONDS): a Status call each, on every replica
 
 
 class BenchError(Exception):
@@ -179,15 +199,20 @@ class Results:
     figures: list[Figure] = field(default_factory=list)
     writes: dict[str, dict[str, float]] = field(default_factory=dict)  # table -> "verb resource" -> value
     errors: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> "409"/"429"/"5xx" -> responses
+    kms: str = "none"
+    # table -> "operator" / "plugin" -> "operation result" -> calls
+    kms_calls: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "sizes": dataclasses.asdict(self.sizes),
+            "kms": self.kms,
             "seconds": round(self.seconds, 2),
             "figures": [{**dataclasses.asdict(f), "ratio": f.ratio} for f in self.figures],
             "writes": self.writes,
             "errors": self.errors,
+            "kms_calls": self.kms_calls,
         }
 
 
@@ -208,7 +233,7 @@ class Progress:
 
 
 def amount(value: float, unit: str) -> str:
-    digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0, "objects": 0, "renewals": 1}.get(unit, 2)
+    digits = {"s": 2, "ms": 1, "MiB": 1, "writes": 0, "objects": 0, "renewals": 1, "calls": 0}.get(unit, 2)
     return f"{value:,.{digits}f} {unit}"
 
 
@@ -223,6 +248,21 @@ def figure_line(f: Figure) -> str:
 
 def over_idle(value: float, idle: float) -> str:
     return f"{(value / idle - 1) * 100:+.1f} % over idle"
+
+
+def by_operation(calls: KmsCalls) -> str:
+    """``calls`` as "status 2, encrypt 0, decrypt 1", failed ones (any result but ok) said apart."""
+    parts = []
+    for operation in KMS_OPERATIONS:
+        done = sum(n for (op, _), n in calls.items() if op == operation)
+        failed = sum(n for (op, result), n in calls.items() if op == operation and result != "ok")
+        parts.append(f"{operation} {done}" + (f" ({failed} not ok)" if failed else ""))
+    return ", ".join(parts)
+
+
+def calls_delta(after: KmsCalls, before: KmsCalls) -> KmsCalls:
+    """The calls made between two readings of the same counters."""
+    return Counter({key: n - before.get(key, 0) for key, n in after.items() if n - before.get(key, 0)})
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -253,12 +293,17 @@ def plain_secret(name: str, data: str = "eA==", labels: dict[str, str] | None = 
 class Bench:
     """The steps of the run, in order, against one control plane and the operator's replicas."""
 
-    def __init__(self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress) -> None:
+    def __init__(
+        self, cluster: local_cluster.Cluster, sizes: Sizes, progress: Progress, kms: str = "none"
+    ) -> None:
         self.cluster = cluster
         self.sizes = sizes
         self.progress = progress
+        self.kms = kms
+        self.kms_env: dict[str, str] = {}  # the operator's key-service settings (setup)
+        self.plugin_stats: Path | None = None  # --kms kmsv2: the control plane's plugin's stats file
         self.workdir = cluster.state_dir / "bench"
-        self.results = Results(sizes)
+        self.results = Results(sizes, kms=kms)
         self.admin = make_client(cluster.kubeconfig, sizes.threads)
         self.core = client.CoreV1Api(self.admin)
         self.custom = client.CustomObjectsApi(self.admin)
@@ -412,7 +457,7 @@ class Bench:
                 self.env.kubeconfig,
                 self.env.namespace,
                 self.workdir / f"operator-{tag}-{identity}.log",
-                env={**PRODUCTION_ENV, "MSO_IDENTITY": identity},
+                env={**PRODUCTION_ENV, **self.kms_env, "MSO_IDENTITY": identity},
                 log_level="INFO",
             )
             for identity in self.identities
@@ -514,6 +559,55 @@ class Bench:
             time.sleep(0.05)
         return latencies
 
+    def kms_calls(self) -> KmsCalls:
+        """The operator's key-service calls so far, summed over the replicas (since each one started)."""
+        total: KmsCalls = Counter()
+        for who, port in zip(self.identities, self.ports, strict=True):
+            calls = read_kms_requests(port)
+            if calls is None:
+                raise BenchError(f"{who} does not answer on its metrics port {port}")
+            total += calls
+        return total
+
+    def plugin_calls(self) -> KmsCalls | None:
+        """The KMS v2 plugin's calls so far (all its clients), or None when the operator does not use it."""
+        return read_plugin_stats(self.plugin_stats) if self.plugin_stats is not None else None
+
+    def kms_table(self, title: str, ours: KmsCalls, plugin: KmsCalls | None) -> None:
+        """Prints and records the calls by operation: the operator's metric and (kmsv2) the plugin's stats."""
+        tables = {"operator": ours, **({"plugin": plugin} if plugin is not None else {})}
+        self.results.kms_calls[title] = {
+            who: {f"{op} {result}": n for (op, result), n in sorted(calls.items())}
+            for who, calls in tables.items()
+        }
+        print(f"  {title}:")
+        header = f"    {'operation':<10} {'operator (metric)':>18}"
+        print(header + (f" {'plugin (stats file)':>20}" if plugin is not None else ""))
+        for operation in KMS_OPERATIONS:
+            row = f"    {operation:<10} {sum(n for (op, _), n in ours.items() if op == operation):>18}"
+            if plugin is not None:
+                row += f" {sum(n for (op, _), n in plugin.items() if op == operation):>20}"
+            print(row)
+
+    def record_kms(self, what: str, ours: KmsCalls, plugin: KmsCalls | None, note: str = "") -> None:
+        """The operator's calls over a stretch, beside none (no key service); by operation in the note."""
+        replicas = f"; summed over {len(self.identities)} replicas" if self.several else ""
+        self.record(
+            f"operator KMS calls {what}",
+            ours.total(),
+            "calls",
+            vs=(NO_KMS, 0),
+            note=f"{by_operation(ours)}{replicas}{'; ' + note if note else ''}",
+        )
+        if plugin is not None:
+            self.record(
+                f"KMS plugin calls {what}",
+                plugin.total(),
+                "calls",
+                vs=("the operator's count (its metric)", ours.total()),
+                note=f"{by_operation(plugin)}; the plugin's stats file, kube-apiserver's calls included",
+            )
+
     # --- setup and teardown --------------------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -526,6 +620,34 @@ class Bench:
         self.env = OperatorEnvironment(self.admin, self.workdir)
         token = kube.token_for(self.admin, self.env.namespace, SERVICE_ACCOUNT, seconds=TOKEN_SECONDS)
         write_token_kubeconfig(self.admin, token, self.env.kubeconfig)
+        self.kms_env = self.key_service()
+
+    def key_service(self) -> dict[str, str]:
+        """The operator's environment for ``--kms``: the control plane's plugin, or a SoftHSM2 token of ours."""
+        if self.kms == "kmsv2":
+            info = json.loads((self.cluster.state_dir / "cluster.json").read_text()).get("kms")
+            if not info:
+                raise BenchError("the control plane runs no KMS v2 plugin (cluster.json has no 'kms' entry)")
+            self.plugin_stats = Path(info["stats"])
+            self.progress.log(f"keyring sealed by the control plane's KMS v2 plugin {info['socket']}")
+            return {"MSO_KMS_PROVIDER": "kmsv2", "MSO_KMS_ENDPOINT": f"unix://{info['socket']}"}
+        if self.kms == "pkcs11":
+            directory = self.workdir / "softhsm"
+            try:
+                softhsm.init_token(directory, token_label=KMS_TOKEN_LABEL, key_label=KMS_KEY_LABEL)
+                library = softhsm.library()
+            except softhsm.SoftHsmError as e:
+                raise BenchError(f"no SoftHSM2 token for --kms pkcs11: {e}") from e
+            self.progress.log(f"keyring sealed under key {KMS_KEY_LABEL} of a SoftHSM2 token in {directory}")
+            return {
+                "MSO_KMS_PROVIDER": "pkcs11",
+                "MSO_PKCS11_LIBRARY": library,
+                "MSO_PKCS11_TOKEN_LABEL": KMS_TOKEN_LABEL,
+                "MSO_PKCS11_PIN_FILE": str(softhsm.pin_path(directory)),
+                "MSO_PKCS11_KEY_LABEL": KMS_KEY_LABEL,
+                **softhsm.environment(directory),
+            }
+        return {}
 
     def close(self) -> None:
         for watcher in self.watches:
@@ -550,6 +672,7 @@ class Bench:
     def step_rss_idle(self) -> None:
         replicas = f" ({len(self.identities)} replicas)" if self.several else ""
         self.heading("1", f"operator memory, idle{replicas}")
+        plugin_before = self.plugin_calls()
         started = self.start_operators("first")
         settled = self.settle(self.generous(0))
         self.progress.log(
@@ -561,10 +684,21 @@ class Bench:
         note = "the RSS figures' baseline"
         if not self.several:
             self.record("operator RSS idle (no ManagedSecret)", self.rss_idle[0], "MiB", note=note)
-            return
-        n = len(self.rss_idle)
-        self.record("replica RSS max idle (no ManagedSecret)", max(self.rss_idle), "MiB", note=f"{note}; of {n}")
-        self.record("replica RSS sum idle (no ManagedSecret)", sum(self.rss_idle), "MiB", note=f"{note}; of {n}")
+        else:
+            n = len(self.rss_idle)
+            self.record(
+                "replica RSS max idle (no ManagedSecret)", max(self.rss_idle), "MiB", note=f"{note}; of {n}"
+            )
+            self.record(
+                "replica RSS sum idle (no ManagedSecret)", sum(self.rss_idle), "MiB", note=f"{note}; of {n}"
+            )
+        if self.kms != "none":
+            # From spawn until settled + the pause: the keyring is created and sealed (by the leader).
+            ours, plugin_after = self.kms_calls(), self.plugin_calls()
+            plugin = calls_delta(plugin_after, plugin_before) if plugin_after is not None else None
+            pause = f"{self.sizes.pause_seconds:g} s"
+            self.kms_table(f"KMS calls at start-up on the empty cluster (until settled + {pause})", ours, plugin)
+            self.record_kms("at start-up (empty cluster)", ours, plugin, note="the keyring created and sealed")
 
     def step_unrelated(self) -> None:
         n = self.sizes.unrelated
@@ -627,6 +761,7 @@ class Bench:
         keys = {f"{ns}/{name}" for ns, name in self.managed}
         self.managed_keys |= keys
         items = [(ns, managed_secret(name)) for ns, name in self.managed]
+        kms_before = (self.kms_calls(), self.plugin_calls()) if self.kms != "none" else None
         start = self.audit.mark()
         ms_cpu = self.cpu()
         started = time.monotonic()
@@ -644,6 +779,8 @@ class Bench:
         rss_all = self.rss()
         served = [g.objects if g is not None else 0.0 for g in self.gauges()]
         self.create_window = (start, self.audit.mark())
+        seconds = time.monotonic() - started
+        kms_after = (self.kms_calls(), self.plugin_calls()) if kms_before is not None else None
         self.record(
             f"{n:,} ManagedSecrets created -> all projected",
             projected,
@@ -662,6 +799,17 @@ class Bench:
         each = ", ".join(f"{who} {count:,.0f}" for who, count in zip(self.identities, served, strict=True))
         self.record("ManagedSecrets served per replica, min", min(served), "objects", vs=(even, share), note=each)
         self.record("ManagedSecrets served per replica, max", max(served), "objects", vs=(even, share))
+        if kms_before is not None and kms_after is not None:
+            ours = calls_delta(kms_after[0], kms_before[0])
+            before, after = kms_before[1], kms_after[1]
+            plugin = calls_delta(after, before) if after is not None and before is not None else None
+            self.kms_table(f"KMS calls for {n:,} ManagedSecrets created (until settled)", ours, plugin)
+            self.record_kms(
+                f"creating {n:,} objects",
+                ours,
+                plugin,
+                note=f"{ours.total() / n:.4f}/object; over {seconds:.0f} s, a check each {KMS_CHECK_SECONDS} s",
+            )
 
     def step_writes_per_object(self) -> None:
         n = self.sizes.objects
@@ -736,6 +884,7 @@ class Bench:
         total = len(list_all(managed_lister(self.admin))[0])
         secrets = len(list_all(secrets_lister(self.admin))[0])
         listed = time.monotonic() - listed
+        plugin_before = self.plugin_calls()
         start = self.audit.mark()
         started = self.start_operators("restart")
         if total != self.created:
@@ -744,6 +893,8 @@ class Bench:
         rss = self.rss()
         time.sleep(max(0.0, steady + self.sizes.pause_seconds - time.monotonic()))
         tally = self.audit.tally(self.operator_user, start, self.audit.mark())
+        ours = self.kms_calls() if self.kms != "none" else Counter()  # new processes: counted from 0
+        plugin_after = self.plugin_calls()
         pause = f"{self.sizes.pause_seconds:g} s"
         self.writes_table(f"operator writes during cold start (total, until steady + {pause})", tally, 1)
         until = "objects == total and pending_work == 0 in 3 polls"
@@ -765,6 +916,27 @@ class Bench:
             note=f"{responses(tally)}; {leases} Lease writes",
         )
         self.record_rss("after cold start, steady", rss)
+        if self.kms != "none":
+            plugin = None
+            if plugin_after is not None and plugin_before is not None:
+                plugin = calls_delta(plugin_after, plugin_before)
+            self.kms_table(f"KMS calls during cold start (until steady + {pause})", ours, plugin)
+            window = steady - started + self.sizes.pause_seconds
+            self.record_kms(
+                "per cold start",
+                ours,
+                plugin,
+                note=f"{total:,} ManagedSecrets stored: {ours.total() / total:.4f}/object; over {window:.0f} s",
+            )
+            decrypts = sum(n for (op, _), n in ours.items() if op == "decrypt")
+            r = len(self.identities)
+            self.record(
+                "operator KMS decrypts per cold start",
+                decrypts,
+                "calls",
+                vs=(f"the keyring's seal, once per replica ({r})", r),
+                note=f"O(1) expected, not O({total:,} objects)",
+            )
 
     def step_rotations(self) -> None:
         r = self.sizes.rotations
@@ -870,6 +1042,13 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument(
         "--replicas", type=int, help=f"operator processes sharing the ManagedSecrets by shard ({FULL.replicas})"
     )
+    parser.add_argument(
+        "--kms",
+        choices=KMS_CHOICES,
+        default="none",
+        help="the key service that seals the operator's keyring: none (plain), kmsv2 (the control plane's "
+        "KMS v2 plugin) or pkcs11 (a SoftHSM2 token of the run's own); its calls are counted (%(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="leave the control plane (and its logs) running")
     args = parser.parse_args(argv)
@@ -893,13 +1072,13 @@ def print_summary(results: Results) -> None:
         print(figure_line(figure))
 
 
-def run(state: Path, sizes: Sizes, progress: Progress) -> Results:
+def run(state: Path, sizes: Sizes, progress: Progress, kms: str = "none") -> Results:
     try:
         cluster = local_cluster.up_with_retries(state)
     except RuntimeError as e:
         raise BenchError(f"the control plane did not start: {e}") from e
     progress.log(f"control plane up in {state}")
-    bench = Bench(cluster, sizes, progress)
+    bench = Bench(cluster, sizes, progress, kms)
     try:
         bench.run()
     except Exception:
@@ -920,11 +1099,12 @@ def main(argv: list[str] | None = None) -> int:
         f"managed-secrets-operator cluster benchmark{' (quick)' if args.quick else ''}: {sizes.objects:,} "
         f"ManagedSecrets, {sizes.unrelated:,} unrelated Secrets, {sizes.rotations:,} rotations, "
         f"{sizes.namespaces} namespaces, {sizes.threads} client threads, "
-        f"{sizes.replicas} operator replica{'s' if sizes.replicas > 1 else ''}",
+        f"{sizes.replicas} operator replica{'s' if sizes.replicas > 1 else ''}, "
+        f"keyring sealed by: {args.kms if args.kms != 'none' else 'no key service (plain)'}",
         flush=True,
     )
     try:
-        results = run(state, sizes, progress)
+        results = run(state, sizes, progress, args.kms)
     except (BenchError, AssertionError) as e:  # AssertionError: the timeouts of the test helpers
         print(f"bench-cluster: the run could not finish: {e}", file=sys.stderr)
         return 1

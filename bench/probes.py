@@ -319,3 +319,43 @@ def read_leases(call: Callable[..., Any], namespace: str, label_selector: str, a
         )
         for item in items
     }
+
+
+# --- the key service ---------------------------------------------------------------------------------------
+
+KmsCalls = Counter[tuple[str, str]]  # (operation, result) -> calls; operation status/encrypt/decrypt
+
+
+def read_kms_requests(port: int) -> KmsCalls | None:
+    """The operator's ``managed_secrets_kms_requests_total`` by operation and result (empty without a key
+    service), or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return kms_requests(text)
+
+
+def kms_requests(text: str) -> KmsCalls:
+    """``managed_secrets_kms_requests_total`` in a /metrics page, by operation and result."""
+    calls: KmsCalls = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name != "managed_secrets_kms_requests":
+            continue
+        for sample in family.samples:
+            if sample.name == "managed_secrets_kms_requests_total":
+                calls[sample.labels["operation"], sample.labels["result"]] += int(sample.value)
+    return calls
+
+
+def read_plugin_stats(path: Path) -> KmsCalls:
+    """The KMS v2 plugin's call counts (its ``--stats-file``: method -> result -> calls), keyed like the
+    operator's metric: ("status" | "encrypt" | "decrypt", "ok" | "error" | "unhealthy")."""
+    try:
+        counts = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Counter()
+    return Counter(
+        {(method.lower(), result): int(n) for method, results in counts.items() for result, n in results.items()}
+    )

@@ -99,7 +99,11 @@ class PluginProcess:
             argv += ["--key-label", label]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(argv, env={**os.environ, **self.hsm.env}, stdout=log, stderr=log)
-        kube.eventually(lambda: self._answers(labels[0] if labels else "kms-1"), timeout=30, what="the plugin")
+        try:
+            kube.eventually(lambda: self._answers(labels[0] if labels else "kms-1"), timeout=30, what="the plugin")
+        except AssertionError:
+            self.stop()  # never left running behind a failed start
+            raise
 
     def _answers(self, key_id: str) -> bool:
         try:

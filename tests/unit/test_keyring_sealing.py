@@ -336,3 +336,16 @@ def test_a_kek_rotation_requested_while_the_key_service_was_away_goes_when_it_an
     assert keyring.primary_key_id() == "k3"
     assert cluster.secrets[(NS, NAME)].annotations[KEK_HANDLED_ANNOTATION] == "r1"
     assert load_or_create_keyring(cluster, NS, NAME, codec=KeyringCodec(kms)).primary_key_id() == "k3"
+
+
+def test_a_check_on_the_leader_asks_the_key_service_once() -> None:
+    cluster, kms = InMemoryCluster(), FakeKms()
+    codec = KeyringCodec(kms)
+    keyring = load_or_create_keyring(cluster, NS, NAME, codec=codec)
+    world = World(keyring=keyring, cluster=cluster)
+    keys = KeyManager(world.vault, keyring, KeyringSecret(cluster, NS, NAME, codec))
+    monitor = KeyServiceMonitor(kms, keys, OperatorMetrics(runtime_collectors=False), 1.0, leader=lambda: True)
+    kms.calls.clear()
+    for _ in range(3):
+        assert monitor.check()
+    assert kms.calls == {"status": 3}, "one Status per check, nothing else while the seal is current"

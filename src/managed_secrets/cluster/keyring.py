@@ -99,16 +99,17 @@ class KeyringCodec:
             self._opened = (hashlib.sha256(sealed).digest(), plain)
         return {SEALED_DATA_KEY: sealed}
 
-    def stale(self, data: Mapping[str, bytes]) -> str | None:
+    def stale(self, data: Mapping[str, bytes], current: str | None = None) -> str | None:
         """Why ``data`` should be written again under the external key: it is plain, or sealed under a key
-        that is no longer the service's current one (one Status call). ``None`` when it is as it should be."""
+        that is no longer the service's ``current`` one (asked with one Status call when not given). ``None``
+        when it is as it should be."""
         if self.external is None:
             return None
         sealed = data.get(SEALED_DATA_KEY)
         if not sealed:
             return "it is not sealed"
         info = read_seal_info(sealed)
-        current = self.external.current_key_id()
+        current = current or self.external.current_key_id()
         if info.key_id != current:
             return f"it is sealed under external key {info.key_id!r}, and the current key is {current!r}"
         return None
@@ -215,10 +216,11 @@ class KeyringSecret:
         """The Secret's annotations only (nothing is opened)."""
         return dict(self._read().annotations)
 
-    def reseal_if_stale(self) -> str | None:
-        """Seals the keyring again if it is plain or under an old external key; says why it did, or ``None``."""
+    def reseal_if_stale(self, current: str | None = None) -> str | None:
+        """Seals the keyring again if it is plain or under an old external key (``current``: the service's key
+        id, when the caller just asked); says why it did, or ``None``."""
         secret = self._read()
-        why = self.codec.stale(secret.data)
+        why = self.codec.stale(secret.data, current)
         if why is None:
             return None
         keyring = self.codec.decode(secret.data, self._where)

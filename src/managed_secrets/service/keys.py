@@ -58,7 +58,7 @@ class KeyManager:
     def attach(self, keyring: LocalKeyring) -> None:
         self._keyring = keyring
 
-    def reseal(self) -> str | None:
+    def reseal(self, current: str | None = None) -> str | None:
         """The leader seals the keyring again when it is plain or sealed under an external key that is no
         longer current (the KMS rotated its key); returns why it did, or ``None``. One Status call when
         nothing is to do; one Encrypt more when it re-seals."""
@@ -67,7 +67,7 @@ class KeyManager:
         with self._lock:
             for _ in range(5):
                 try:
-                    why = self.secret.reseal_if_stale()
+                    why = self.secret.reseal_if_stale(current)
                 except WriteConflict:
                     continue
                 if why is not None:
@@ -298,7 +298,7 @@ class KeyServiceMonitor:
     def check(self) -> bool:
         """One check; returns whether the service answered."""
         try:
-            self.external.current_key_id()
+            current = self.external.current_key_id()
         except ManagedSecretsError as e:
             self.failures += 1
             self.metrics.set_key_service_up(self.external.provider, 0)
@@ -317,7 +317,7 @@ class KeyServiceMonitor:
         self.metrics.set_key_service_up(self.external.provider, 1)
         if self.leader() and self.keys.ready:
             try:
-                self.keys.reseal()
+                self.keys.reseal(current)
                 if recovered:
                     # A KEK rotation requested while the key service was away goes now.
                     self.keys.handle_request(self.keys.secret.annotations())
