@@ -14,26 +14,26 @@ help:  ## list the targets
 install: $(VENV)/.installed  ## create .venv with the package and its dev/test tools
 
 $(VENV)/.installed: pyproject.toml
-	bash hack/install-softhsm.sh
+	bash hack/install-debian-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 lint: install  ## ruff (lint + format check) and the layer contracts (import-linter)
-	$(BIN)/ruff check src tests hack bench
-	$(BIN)/ruff format --check src tests hack bench
+	$(BIN)/ruff check src tests hack bench packaging
+	$(BIN)/ruff format --check src tests hack bench packaging
 	$(BIN)/lint-imports
 
 typecheck: install  ## mypy --strict on src/
 	$(BIN)/mypy
 
-unit: install  ## fast tests: the pure logic and the reconcile service over in-memory store and cluster
+unit: install build-controlplane  ## fast tests: the pure logic and the reconcile service over in-memory store and cluster
 	$(BIN)/pytest tests/unit -q
 
 # The reconcile service (service/) must stay covered by the unit tests alone.
 SERVICE_COVERAGE_MIN ?= 85
-coverage: install  ## unit tests under coverage.py; prints the report and fails if service/ is under 85 %
+coverage: install build-controlplane  ## unit tests under coverage.py; prints the report and fails if service/ is under 85 %
 	$(BIN)/coverage run -m pytest tests/unit -q
 	$(BIN)/coverage report
 	$(BIN)/coverage report --include='src/managed_secrets/service/*' --fail-under=$(SERVICE_COVERAGE_MIN)
@@ -44,7 +44,7 @@ integration: install  ## tests against a real control plane (started if KUBECONF
 # The replica and key-service tests stop the suite's operator for their run, so in ``make test`` they get a
 # control plane of their own (KUBECONFIG unset, even in CI) and run beside the rest, which mostly waits on the
 # API server.
-ISOLATED := tests/integration/test_replicas.py tests/integration/test_kms.py
+ISOLATED := tests/integration/test_replicas.py tests/integration/test_kms.py tests/integration/test_dist.py
 .PHONY: integration-main integration-isolated
 integration-main: install
 	$(BIN)/pytest tests/integration -q $(addprefix --ignore=,$(ISOLATED))
@@ -89,6 +89,13 @@ bench-cluster: install  ## the operator on its own local control plane: figures 
 
 bench-smoke: install  ## the cluster benchmark's quick run (part of make test: figures printed, not asserted)
 	$(BIN)/python -m bench.cluster --quick
+
+# Release artifacts (hack/dist.py; README "Release artifacts"). DIST_URL_BASE / DIST_HOMEPAGE: the krew manifest's
+# download location and homepage (placeholders by default).
+DIST_DIR ?= dist
+.PHONY: dist
+dist: install  ## wheels and sdists (operator, plugin), the packaged chart, the krew archive and manifest in dist/
+	$(BIN)/python hack/dist.py --out $(DIST_DIR)
 
 image:  ## build the operator image with buildah from a local Debian base (no Docker; root on Debian 12)
 	bash hack/build-image.sh

@@ -68,8 +68,8 @@ phase() {
 [ -f Dockerfile ] && [ -f pyproject.toml ] || die "no Dockerfile or pyproject.toml in $repo"
 grep -q '^ARG PYTHON_IMAGE' Dockerfile || die "the Dockerfile has no 'ARG PYTHON_IMAGE' to point at the local base"
 
-version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)
-[ -n "$version" ] || die "no version in pyproject.toml"
+version=$(sed -n 's/^__version__ *= *"\([^"]*\)".*/\1/p' src/managed_secrets/__init__.py | head -n 1)
+[ -n "$version" ] || die "no __version__ in src/managed_secrets/__init__.py (the one place the version is written)"
 image=localhost/$NAME:$version
 driver=${MSO_STORAGE_DRIVER:-auto}
 stamp=$SUITE-r$BASE_REVISION-$(printf '%s\n' "$BASE_PACKAGES" | sha256sum | cut -c1-8)

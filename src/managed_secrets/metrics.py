@@ -4,36 +4,44 @@ One ``OperatorMetrics`` is built at start-up and passed down (it owns its own re
 second instance never collide with the process-wide default registry). Nothing here imports Kopf or the
 Kubernetes client: callers report what happened in plain values.
 
-Exposed series (all prefixed ``managed_secrets_``):
+Every series is described in ``docs/metrics.md`` (name, type, labels, meaning, when it changes); a unit test
+fails when this module exports one the page does not name. The main ones, all prefixed ``managed_secrets_``:
 
-==============================================  =========  ======================  ==============================
-name                                            type       labels                  meaning
-==============================================  =========  ======================  ==============================
-``managed_secrets_with_condition``              gauge      condition, status       ManagedSecrets per condition
-``managed_secrets_rotations_total``             counter    strategy, result        finished rotation attempts
-``managed_secrets_rotation_duration_seconds``   histogram  strategy                time from create to finish
-``managed_secrets_projection_duration_seconds`` histogram  (none)                  render + apply of a Secret
-``managed_secrets_next_rotation_timestamp_seconds`` gauge  namespace, name         when the next rotation is due
-``managed_secrets_store_errors_total``          counter    operation, reason       failed VersionStore calls
-``managed_secrets_api_errors_total``            counter    operation, reason       failed Kubernetes API calls
-==============================================  =========  ======================  ==============================
+- aggregates: ``with_condition{condition,status}``, ``rotations_total{strategy,result}``,
+  ``rotation_duration_seconds{strategy}``, ``projections_total{result}``, ``projection_duration_seconds``,
+  ``reconcile_total{result}``, ``reconcile_duration_seconds``, ``store_errors_total{operation,reason}``,
+  ``api_errors_total{operation,reason}``, ``build_info{version,python}``, and the replica, key-service and
+  admission-policy gauges;
+- per ManagedSecret (labels ``namespace``, ``name``; one small record per object, rendered from it at
+  scrape time, removed by ``forget``): ``status_condition{condition,status}`` (1/0, like External Secrets'
+  ``externalsecret_status_condition``), ``next_rotation_timestamp_seconds``,
+  ``last_rotation_timestamp_seconds`` and ``rotation_failures``. The HTTP server is this module's own (a
+  scrape is ``exposition()``), since prometheus_client's renders only its registry.
 
 Label values must come from small sets (condition types, strategy names, operation names, HTTP reasons or
-exception class names), never from secret values or free text.
+exception class names), never from secret values or free text. ``*_created`` series are not exported
+(``prometheus_client.disable_created_metrics``, process-wide: the env var PROMETHEUS_DISABLE_CREATED_SERIES
+is only read when ``prometheus_client`` is first imported, which may be before this module runs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import platform
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
+import prometheus_client
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -43,20 +51,36 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import start_http_server as _start_http_server
+
+from managed_secrets import __version__
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
+    "PER_OBJECT_CONDITIONS",
     "MetricsServer",
     "OperatorMetrics",
+    "ReconcileResult",
+    "ReconcileTimer",
     "RotationResult",
     "error_reason",
     "start_metrics_server",
 ]
 
+# No ``*_created`` series (a second sample per counter and histogram child that no dashboard or alert reads).
+# prometheus_client checks the flag when it renders samples, so this holds for every registry, ours included.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
 DEFAULT_METRICS_PORT = 9090
 ROTATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 PROJECTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# The conditions ``managed_secrets_status_condition`` exports per object (each with a True and a False
+# series): the ones alerts and dashboards read. Every condition type is still counted, without the object's
+# name, by ``managed_secrets_with_condition``. Two series per condition and object keep 10,000 objects at
+# 80,000 series.
+PER_OBJECT_CONDITIONS = ("Ready", "Projected", "Rotating", "RotationFailed")
+_STATUSES = ("True", "False")
 
 
 class RotationResult(StrEnum):
@@ -66,6 +90,36 @@ class RotationResult(StrEnum):
     FAILED = "failed"
     # A second request while one rotation is in flight.
     REFUSED = "refused"
+
+
+class ReconcileResult(StrEnum):
+    """How one reconcile pass ended (the ``result`` label of ``managed_secrets_reconcile_total``)."""
+
+    # The pass ran and the object is Ready.
+    SUCCEEDED = "succeeded"
+    # The pass ran and reported a failure (Ready=False; retried with backoff or waiting for a change).
+    FAILED = "failed"
+    # Nothing was done: a failure is backing off, or the object moved to another replica.
+    SKIPPED = "skipped"
+    # The pass raised (logged and retried with backoff by the caller).
+    ERROR = "error"
+
+    @classmethod
+    def of(cls, ready: str | None) -> ReconcileResult:
+        """The result of a pass that returned, from the status of the Ready condition it set (None: none)."""
+        if ready is None:
+            return cls.SKIPPED
+        return cls.SUCCEEDED if ready == "True" else cls.FAILED
+
+
+@dataclass
+class ReconcileTimer:
+    """What ``OperatorMetrics.time_reconcile`` yields: set ``result`` (or call ``ready``) before the block ends."""
+
+    result: ReconcileResult = ReconcileResult.SUCCEEDED
+
+    def ready(self, status: str | None) -> None:
+        self.result = ReconcileResult.of(status)
 
 
 def error_reason(error: BaseException) -> str:
@@ -79,6 +133,83 @@ def error_reason(error: BaseException) -> str:
     return type(error).__name__
 
 
+class _Tracked:
+    """What the per-object series of one ManagedSecret are served from (a few slots: 10,000 objects are normal)."""
+
+    __slots__ = ("conditions", "failures", "last_rotation", "next_rotation")
+
+    def __init__(self) -> None:
+        self.conditions: tuple[tuple[str, str], ...] = ()
+        self.next_rotation: float | None = None
+        self.last_rotation: float | None = None
+        self.failures: int | None = None
+
+
+# The per-object families: (name, help). Rendered by ``OperatorMetrics.exposition`` straight from the objects'
+# records (prometheus_client would need a child object per series and ~10 us per sample to render it; this is
+# about a tenth of that, which keeps a scrape of 10,000 objects near 0.1 s).
+_STATUS_CONDITION = "managed_secrets_status_condition"
+_NEXT_ROTATION = "managed_secrets_next_rotation_timestamp_seconds"
+_LAST_ROTATION = "managed_secrets_last_rotation_timestamp_seconds"
+_ROTATION_FAILURES = "managed_secrets_rotation_failures"
+PER_OBJECT_FAMILIES: tuple[tuple[str, str], ...] = (
+    (
+        _STATUS_CONDITION,
+        "1 when condition `condition` of ManagedSecret namespace/name has status `status`, else 0 (conditions "
+        + ", ".join(PER_OBJECT_CONDITIONS)
+        + ").",
+    ),
+    (
+        _NEXT_ROTATION,
+        "Unix time at which the next rotation of a ManagedSecret is due; kept while a rotation is in flight or "
+        "failing, removed when rotation is disabled or the object is deleted.",
+    ),
+    (
+        _LAST_ROTATION,
+        "Unix time of the last successful rotation of a ManagedSecret (creation of its current rotated version).",
+    ),
+    (_ROTATION_FAILURES, "Consecutive failed attempts of the rotation of a ManagedSecret (0 after a success)."),
+)
+
+
+def _label(value: str) -> str:
+    """A label value escaped for the text format (Kubernetes names never need it; this is the safety net)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _render_objects(
+    tracked: Iterable[tuple[str, str, tuple[tuple[str, str], ...], float | None, float | None, int | None]],
+) -> bytes:
+    """The per-object families in the text format (HELP and TYPE even without samples)."""
+    lines: dict[str, list[str]] = {name: [] for name, _doc in PER_OBJECT_FAMILIES}
+    status, next_rotation = lines[_STATUS_CONDITION], lines[_NEXT_ROTATION]
+    last_rotation, failures = lines[_LAST_ROTATION], lines[_ROTATION_FAILURES]
+    wanted = frozenset(PER_OBJECT_CONDITIONS)
+    for namespace, name, conditions, next_at, last_at, failed in tracked:
+        ids = f'name="{_label(name)}",namespace="{_label(namespace)}"'
+        for kind, value in conditions:
+            if kind not in wanted:
+                continue
+            for s in _STATUSES if value in _STATUSES else (*_STATUSES, value):
+                status.append(
+                    f'{_STATUS_CONDITION}{{condition="{kind}",{ids},status="{_label(s)}"}} '
+                    f"{'1.0' if s == value else '0.0'}\n"
+                )
+        if next_at is not None:
+            next_rotation.append(f"{_NEXT_ROTATION}{{{ids}}} {next_at!r}\n")
+        if last_at is not None:
+            last_rotation.append(f"{_LAST_ROTATION}{{{ids}}} {last_at!r}\n")
+        if failed is not None:
+            failures.append(f"{_ROTATION_FAILURES}{{{ids}}} {float(failed)}\n")
+    out: list[str] = []
+    for name, doc in PER_OBJECT_FAMILIES:
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        out.extend(lines[name])
+    return "".join(out).encode()
+
+
 class OperatorMetrics:
     """The operator's metrics, in a registry of their own (plus the process/GC/platform collectors)."""
 
@@ -88,8 +219,17 @@ class OperatorMetrics:
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
         self._lock = threading.Lock()
-        # (namespace, name) -> {condition type: status}: what the condition gauge is counted from.
-        self._conditions: dict[tuple[str, str], dict[str, str]] = {}
+        # (namespace, name) -> the object's per-object state; the condition gauge is counted from it too.
+        self._tracked: dict[tuple[str, str], _Tracked] = {}
+        # Interned condition tuples: objects in the same state share one tuple.
+        self._condition_sets: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._build_info = Gauge(
+            "managed_secrets_build_info",
+            "Always 1; the labels name the operator's version and the Python version it runs on.",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        self._build_info.labels(__version__, platform.python_version()).set(1)
         self._with_condition = Gauge(
             "managed_secrets_with_condition",
             "Number of ManagedSecrets whose condition `condition` has status `status`.",
@@ -109,16 +249,32 @@ class OperatorMetrics:
             buckets=ROTATION_BUCKETS,
             registry=self.registry,
         )
+        self._projections = Counter(
+            "managed_secrets_projections",
+            "Applies of projected Secrets that ended, by result (succeeded, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("succeeded", "failed"):
+            self._projections.labels(result)
         self._projection_duration = Histogram(
             "managed_secrets_projection_duration_seconds",
             "Duration of rendering and applying one projected Secret.",
             buckets=PROJECTION_BUCKETS,
             registry=self.registry,
         )
-        self._next_rotation = Gauge(
-            "managed_secrets_next_rotation_timestamp_seconds",
-            "Unix time at which the next rotation of a ManagedSecret is due.",
-            ["namespace", "name"],
+        self._reconciles = Counter(
+            "managed_secrets_reconcile",
+            "Reconcile passes that ended, by result (succeeded, failed, skipped, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        for reconcile_result in ReconcileResult:
+            self._reconciles.labels(reconcile_result.value)
+        self._reconcile_duration = Histogram(
+            "managed_secrets_reconcile_duration_seconds",
+            "Duration of one reconcile pass (under the object's lock), whatever its result.",
+            buckets=RECONCILE_BUCKETS,
             registry=self.registry,
         )
         self._store_errors = Counter(
@@ -145,7 +301,7 @@ class OperatorMetrics:
             "ManagedSecrets this process serves (seen since start and not deleted).",
             registry=self.registry,
         )
-        self._objects.set_function(lambda: len(self._conditions))
+        self._objects.set_function(lambda: len(self._tracked))
         self._is_leader = Gauge(
             "managed_secrets_is_leader",
             "1 while this replica runs the cluster-wide jobs (purge sweep, KEK re-wrap, keyring creation).",
@@ -218,25 +374,35 @@ class OperatorMetrics:
         """Serves ``count()`` as the pending-work gauge (the worker pools' queued and running reconciles)."""
         self._pending.set_function(count)
 
-    # --- conditions -------------------------------------------------------------------------------------
+    # --- per-object state -------------------------------------------------------------------------------
 
     def observe_conditions(self, namespace: str, name: str, conditions: Mapping[str, str]) -> None:
         """Records the current conditions of one ManagedSecret (type -> "True"/"False"/"Unknown").
 
-        Call it after every status write; the gauge counts each object once per condition type.
+        Call it after every status write with every condition the status holds (not only the ones the pass
+        set); the aggregate gauge counts each object once per condition type, and the per-object
+        ``managed_secrets_status_condition`` follows.
         """
+        new = tuple(sorted((str(k), str(v)) for k, v in conditions.items()))
         with self._lock:
-            old = self._conditions.get((namespace, name), {})
-            new = dict(conditions)
-            self._conditions[(namespace, name)] = new
-            self._shift(old, new)
+            new = self._condition_sets.setdefault(new, new)
+            tracked = self._tracked.get((namespace, name))
+            if tracked is None:
+                tracked = self._tracked[(namespace, name)] = _Tracked()
+            old = tracked.conditions
+            tracked.conditions = new
+            self._shift(dict(old), dict(new))
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drops a deleted ManagedSecret from the condition gauge and its next-rotation series."""
+        """Drops a deleted (or no longer served) ManagedSecret: every per-object series, and its counts."""
         with self._lock:
-            old = self._conditions.pop((namespace, name), {})
-            self._shift(old, {})
-        self.remove_next_rotation(namespace, name)
+            tracked = self._tracked.pop((namespace, name), None)
+            if tracked is not None:
+                self._shift(dict(tracked.conditions), {})
+
+    def tracked_objects(self) -> int:
+        """How many ManagedSecrets have per-object state (what ``managed_secrets_objects`` serves)."""
+        return len(self._tracked)
 
     def _shift(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
         for kind, status in old.items():
@@ -246,15 +412,44 @@ class OperatorMetrics:
             if old.get(kind) != status:
                 self._with_condition.labels(kind, status).inc()
 
+    def _state(self, namespace: str, name: str, *, create: bool) -> _Tracked | None:
+        """The object's state (the caller holds the lock)."""
+        tracked = self._tracked.get((namespace, name))
+        if tracked is None and create:
+            tracked = self._tracked[(namespace, name)] = _Tracked()
+        return tracked
+
     # --- rotations --------------------------------------------------------------------------------------
 
     def record_rotation(
-        self, strategy: str, result: RotationResult | str, duration_seconds: float | None = None
+        self,
+        strategy: str,
+        result: RotationResult | str,
+        duration_seconds: float | None = None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        failures: int | None = None,
     ) -> None:
-        """Counts one ended rotation attempt; a duration (succeeded ones) goes into the histogram."""
-        self._rotations.labels(strategy, str(result)).inc()
+        """Counts one ended rotation attempt; a duration (succeeded ones) goes into the histogram.
+
+        With ``namespace`` and ``name``, also sets the object's ``managed_secrets_rotation_failures``: 0 after
+        a success; after a failure ``failures`` (the persisted count of consecutive failed attempts, so it
+        survives a restart) or, without it, one more than before. A refused request changes nothing.
+        """
+        result = RotationResult(result)
+        self._rotations.labels(strategy, result.value).inc()
         if duration_seconds is not None:
             self._rotation_duration.labels(strategy).observe(duration_seconds)
+        if namespace is None or name is None or result is RotationResult.REFUSED:
+            return
+        with self._lock:
+            tracked = self._state(namespace, name, create=True)
+            assert tracked is not None
+            if result is RotationResult.SUCCEEDED:
+                tracked.failures = 0
+            else:
+                tracked.failures = failures if failures is not None else (tracked.failures or 0) + 1
 
     @contextmanager
     def time_rotation(self, strategy: str) -> Iterator[None]:
@@ -267,33 +462,97 @@ class OperatorMetrics:
             raise
         self.record_rotation(strategy, RotationResult.SUCCEEDED, time.monotonic() - start)
 
-    def set_next_rotation(self, namespace: str, name: str, when: dt.datetime | None) -> None:
-        """Publishes when the next rotation is due (an aware datetime); ``None`` removes the series."""
-        if when is None:
-            self.remove_next_rotation(namespace, name)
-            return
-        if when.tzinfo is None:
-            raise ValueError("next rotation time must be timezone-aware")
-        self._next_rotation.labels(namespace, name).set(when.timestamp())
+    def set_next_rotation(
+        self,
+        namespace: str,
+        name: str,
+        when: dt.datetime | None,
+        *,
+        keep: bool = False,
+        fallback: dt.datetime | None = None,
+    ) -> None:
+        """Publishes when the next rotation is due (an aware datetime).
+
+        ``when`` ``None`` with ``keep`` False (rotation disabled, or the object has no schedule) removes the
+        series. With ``keep`` True (rotation is enabled, but this pass did not compute a due time: a rotation is
+        in flight or failing, or the pass failed) the last published time stays, so that "overdue" alerts keep
+        firing exactly while a rotation is stuck; when none was published yet (a restart during a stuck
+        rotation) ``fallback`` is published (the start of the rotation in flight: it was due then at the
+        latest).
+        """
+        for at in (when, fallback):
+            if at is not None and at.tzinfo is None:
+                raise ValueError("next rotation time must be timezone-aware")
+        with self._lock:
+            if when is not None:
+                tracked = self._state(namespace, name, create=True)
+                assert tracked is not None
+                tracked.next_rotation = when.timestamp()
+                return
+            tracked = self._state(namespace, name, create=keep and fallback is not None)
+            if tracked is None:
+                return
+            if not keep:
+                tracked.next_rotation = None
+            elif tracked.next_rotation is None and fallback is not None:
+                tracked.next_rotation = fallback.timestamp()
 
     def remove_next_rotation(self, namespace: str, name: str) -> None:
         """Removes the next-rotation series of one ManagedSecret (rotation disabled, or object deleted)."""
-        with suppress(KeyError):
-            self._next_rotation.remove(namespace, name)
+        self.set_next_rotation(namespace, name, None)
+
+    def set_last_rotation(self, namespace: str, name: str, when: dt.datetime | str | None) -> None:
+        """Publishes when the object last rotated successfully: an aware datetime, or the ISO 8601 text of
+        ``status.lastRotationTime``. ``None`` (or text that does not parse) leaves what is published."""
+        if isinstance(when, str):
+            try:
+                when = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+            except ValueError:
+                return
+        if not isinstance(when, dt.datetime):
+            return  # None, or a status field of another type
+        if when.tzinfo is None:
+            raise ValueError("last rotation time must be timezone-aware")
+        with self._lock:
+            tracked = self._state(namespace, name, create=True)
+            assert tracked is not None
+            tracked.last_rotation = when.timestamp()
+
+    # --- reconciles -------------------------------------------------------------------------------------
+
+    def record_reconcile(self, result: ReconcileResult | str, duration_seconds: float) -> None:
+        self._reconciles.labels(ReconcileResult(result).value).inc()
+        self._reconcile_duration.observe(duration_seconds)
+
+    @contextmanager
+    def time_reconcile(self) -> Iterator[ReconcileTimer]:
+        """Times one reconcile pass: the result the block sets on the timer, or ``error`` if it raises."""
+        timer = ReconcileTimer()
+        start = time.monotonic()
+        try:
+            yield timer
+        except BaseException:
+            self.record_reconcile(ReconcileResult.ERROR, time.monotonic() - start)
+            raise
+        self.record_reconcile(timer.result, time.monotonic() - start)
 
     # --- projection and errors --------------------------------------------------------------------------
 
-    def observe_projection(self, duration_seconds: float) -> None:
+    def observe_projection(self, duration_seconds: float, *, ok: bool = True) -> None:
+        self._projections.labels("succeeded" if ok else "failed").inc()
         self._projection_duration.observe(duration_seconds)
 
     @contextmanager
     def time_projection(self) -> Iterator[None]:
-        """Times a projection (render + apply); the duration is recorded whether or not it raises."""
+        """Times a projection (render + apply); the duration is recorded whether or not it raises, the result
+        is ``failed`` if it raises."""
         start = time.monotonic()
         try:
             yield
-        finally:
-            self.observe_projection(time.monotonic() - start)
+        except BaseException:
+            self.observe_projection(time.monotonic() - start, ok=False)
+            raise
+        self.observe_projection(time.monotonic() - start)
 
     def count_store_error(self, operation: str, reason: str | BaseException) -> None:
         """Counts a failed store call (``operation``: read, write, list, delete)."""
@@ -310,8 +569,14 @@ class OperatorMetrics:
     # --- exposition -------------------------------------------------------------------------------------
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format, exactly as the HTTP endpoint serves it."""
-        return bytes(generate_latest(self.registry))
+        """Every series in Prometheus' text format, exactly as the HTTP endpoint serves it: the registry's,
+        then the per-object families."""
+        with self._lock:
+            tracked = [
+                (namespace, name, t.conditions, t.next_rotation, t.last_rotation, t.failures)
+                for (namespace, name), t in self._tracked.items()
+            ]
+        return bytes(generate_latest(self.registry)) + _render_objects(tracked)
 
 
 def _reason(reason: str | BaseException) -> str:
@@ -332,11 +597,40 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+class _MetricsHandler(BaseHTTPRequestHandler):
+    """``GET /metrics`` (and ``/``): ``OperatorMetrics.exposition()``, gzipped when the scraper accepts it."""
+
+    metrics: OperatorMetrics
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path not in ("/metrics", "/"):
+            self.send_error(404)
+            return
+        body = self.metrics.exposition()
+        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=1)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
 def start_metrics_server(
     metrics: OperatorMetrics,
     port: int = DEFAULT_METRICS_PORT,
     addr: str = "0.0.0.0",  # noqa: S104 - in a pod, Prometheus scrapes the pod IP
 ) -> MetricsServer:
     """Serves ``metrics`` on ``http://addr:port/metrics`` (port 0 picks a free port) in a daemon thread."""
-    server, thread = _start_http_server(port, addr=addr, registry=metrics.registry)
-    return MetricsServer(port=int(server.server_port), _server=server, _thread=thread)
+    handler = type("MetricsHandler", (_MetricsHandler,), {"metrics": metrics})
+    server = ThreadingHTTPServer((addr, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
+    thread.start()
+    return MetricsServer(port=int(server.server_address[1]), _server=server, _thread=thread)

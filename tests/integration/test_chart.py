@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,9 @@ CHART_NAME = "managed-secrets-operator"
 # `helm template` has no cluster to ask; any version the chart's kubeVersion accepts will do.
 KUBE_VERSION = "1.35.0"
 KEYRING_SECRET = "managed-secrets-keyring"
+CRD_NAME = "managedsecrets.managedsecrets.io"
+# What the chart adds to the CRD file's metadata when it renders it (templates/crds.yaml).
+KEEP = {"helm.sh/resource-policy": "keep"}
 # What a log shows when the API server refused the operator something.
 FORBIDDEN = re.compile(r"APIForbiddenError|Forbidden|forbidden|HTTP 403|lacks |Not enough permissions")
 
@@ -171,20 +175,60 @@ def deploy_lease_role() -> dict[str, Any]:
 
 NAMESPACED = ("--set", "watchNamespaces={team-a,team-b}")
 KEYRING_FILE = ("--set", "keyring.source=file", "--set", "keyring.file.secretName=my-keyring")
+NO_CRDS = ("--set", "crds.enabled=false")
 
 
-@pytest.mark.parametrize("options", [(), NAMESPACED, KEYRING_FILE], ids=["default", "namespaced", "keyring-file"])
+@pytest.mark.parametrize(
+    "options",
+    [(), NAMESPACED, KEYRING_FILE, NO_CRDS],
+    ids=["default", "namespaced", "keyring-file", "crds-disabled"],
+)
 def test_helm_lint_passes(options: tuple[str, ...]) -> None:
     done = helm("lint", "--strict", str(CHART), *options)
     assert "0 chart(s) failed" in done.stdout
 
 
-def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
-    chart_crds = sorted(p.name for p in (CHART / "crds").iterdir())
-    assert chart_crds == sorted(p.name for p in CRD_FILE.parent.iterdir())
-    assert (CHART / "crds" / CRD_FILE.name).read_bytes() == CRD_FILE.read_bytes(), (
-        f"copy {CRD_FILE.relative_to(ROOT)} to {(CHART / 'crds').relative_to(ROOT)}/"
-    )
+def without_added_metadata(crd: dict[str, Any], chart_labels: dict[str, str]) -> dict[str, Any]:
+    """The rendered CRD without what templates/crds.yaml adds to the file's metadata: the chart's labels (those
+    the file does not set itself) and the keep annotation."""
+    own = yaml.safe_load(CRD_FILE.read_text())["metadata"]["labels"]
+    crd = dict(crd)
+    meta = crd["metadata"] = dict(crd["metadata"])
+    meta["labels"] = {k: v for k, v in meta["labels"].items() if k in own or k not in chart_labels}
+    if meta.pop("annotations", KEEP) != KEEP:
+        raise AssertionError(f"unexpected annotations on the rendered CRD: {crd['metadata']}")
+    return crd
+
+
+def test_chart_renders_the_crd_file_with_its_labels_and_the_keep_policy() -> None:
+    """The chart has no crds/ (Helm would install it once and never upgrade it): templates/crds.yaml renders
+    files/crds/ (tests/unit/test_crd_file.py checks that it is a byte-identical copy of crds/)."""
+    assert not (CHART / "crds").exists()
+    assert (CHART / "files" / "crds" / CRD_FILE.name).read_bytes() == CRD_FILE.read_bytes()
+    original = yaml.safe_load(CRD_FILE.read_text())
+    docs = render()
+    crd = only(docs, "CustomResourceDefinition")
+    labels = only(docs, "Deployment")["metadata"]["labels"]
+    # The file's own labels stay as they are (component: crd, not the operator's); the chart's others are added.
+    assert crd["metadata"]["labels"] == {**labels, **original["metadata"]["labels"]}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/component"] == "crd"
+    assert crd["metadata"]["annotations"] == KEEP
+    assert without_added_metadata(crd, labels) == original
+    # crds.keep=false: the same CRD without the annotation, which Helm then deletes on uninstall.
+    unkept = only(render("--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "annotations" not in unkept["metadata"]
+    assert without_added_metadata(unkept, labels) == original
+
+
+def test_crds_disabled_renders_nothing_crd_related() -> None:
+    default, off = template(), template(*NO_CRDS)
+    assert "CustomResourceDefinition" in default and "CustomResourceDefinition" not in off
+    assert "resource-policy" not in off and "openAPIV3Schema" not in off
+    # Everything else is the same; crds.keep means nothing without the CRD.
+    assert [d for d in documents(default) if d["kind"] != "CustomResourceDefinition"] == documents(off)
+    assert template(*NO_CRDS, "--set", "crds.keep=false") == off
+    # --include-crds adds nothing: the chart has no crds/ that Helm would install besides the templates.
+    assert "CustomResourceDefinition" not in template(*NO_CRDS, "--include-crds")
 
 
 def test_kustomize_crd_is_a_byte_identical_copy_of_crds() -> None:
@@ -319,11 +363,16 @@ def test_kustomize_base_renders_what_the_chart_renders() -> None:
     assert only(base, "ClusterRoleBinding")["subjects"] == only(chart, "ClusterRoleBinding")["subjects"]
     assert canonical(only(base, "ClusterRole")["rules"]) == canonical(only(chart, "ClusterRole")["rules"])
     assert only(base, "CustomResourceDefinition") == yaml.safe_load(CRD_FILE.read_text())
+    chart_labels = only(chart, "Deployment")["metadata"]["labels"]
+    assert without_added_metadata(only(chart, "CustomResourceDefinition"), chart_labels) == only(
+        base, "CustomResourceDefinition"
+    )
 
 
 def test_defaults() -> None:
     docs = render()
     assert {d["kind"] for d in docs} == {
+        "CustomResourceDefinition",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -386,6 +435,25 @@ def test_values_reach_the_deployment() -> None:
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["spec"]["nodeSelector"] == {"pool": "system"}
     assert only(docs, "Service")["spec"]["ports"][0]["port"] == 9300
+
+
+def test_extra_args_are_appended_to_the_operator_args_and_pod_labels_added() -> None:
+    docs = render(
+        "--set-json", 'extraArgs=["--log-format=full"]',
+        "--set", "logLevel=DEBUG",
+        "--set", "podLabels.team=secrets",
+    )  # fmt: skip
+    # After the chart's own: the operator's argument parser takes the last of a repeated flag.
+    assert container(docs)["args"] == [
+        "--log-level=DEBUG",
+        "--log-format=json",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--log-format=full",
+    ]
+    pod = only(docs, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "secrets"
+    assert only(docs, "Deployment")["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert container(render("--set-json", "extraArgs=[]"))["args"] == container(render())["args"]
 
 
 def test_keyring_sources() -> None:
@@ -547,6 +615,10 @@ def test_sharding_and_lease_values_reach_the_deployment() -> None:
         (("--set", "keyring.source=vault"), "keyring"),
         (("--set", "watchNamespaces={Not_A_Namespace}"), "watchNamespaces"),
         (("--set", "unknownValue=1"), "unknownValue"),
+        (("--set", "crds.enabled=maybe"), "crds"),
+        (("--set", "crds.upgrade=true"), "crds"),
+        (("--set-json", 'extraArgs="--log-format=full"'), "extraArgs"),
+        (("--set-json", "extraArgs=[1]"), "extraArgs"),
     ],
     ids=[
         "no-replicas",
@@ -557,6 +629,10 @@ def test_sharding_and_lease_values_reach_the_deployment() -> None:
         "unknown-source",
         "bad-namespace",
         "typo",
+        "crds-enabled-not-boolean",
+        "crds-unknown-key",
+        "extra-args-not-a-list",
+        "extra-args-not-strings",
     ],
 )
 def test_schema_refuses_bad_values(options: tuple[str, ...], expected: str) -> None:
@@ -1020,16 +1096,38 @@ class Release:
         return f"{self.name}-{CHART_NAME}"
 
 
+def read_crd(admin: client.ApiClient) -> client.V1CustomResourceDefinition:
+    return client.ApiextensionsV1Api(admin).read_custom_resource_definition(CRD_NAME)
+
+
+def crd_established(admin: client.ApiClient) -> None:
+    def established() -> bool:
+        conditions = read_crd(admin).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    kube.eventually(established, what="the ManagedSecret CRD to be established")
+
+
 @contextlib.contextmanager
-def installed(admin: client.ApiClient, kubeconfig: str, *options: str) -> Iterator[Release]:
-    """``helm install`` into a new namespace that enforces the restricted Pod Security Standard."""
+def installed(
+    admin: client.ApiClient, kubeconfig: str, *options: str, chart: Path = CHART, take_ownership: bool = True
+) -> Iterator[Release]:
+    """``helm install`` into a new namespace that enforces the restricted Pod Security Standard.
+
+    The CRD is cluster-wide and usually exists already (the session's, applied from crds/, or one an earlier
+    release kept), so the release takes it over (``--take-ownership``), as one upgraded from chart 0.1.0 does.
+    """
     release = Release(f"mso-{uuid.uuid4().hex[:6]}", restricted_namespace(admin, "mso-chart"))
     # The chart installs the cluster-scoped admission policy and user roles itself: the session's copies
     # (applied from deploy/) make way for the release and come back after it.
     remove_admission_policy(admin, roles=True)
+    adopt = ("--take-ownership",) if take_ownership else ()
     try:
-        helm("install", release.name, str(CHART), "-n", release.namespace, f"--kubeconfig={kubeconfig}", *options)
-        install_crd(admin)  # established before the operator starts (Helm skips an existing CRD)
+        helm(
+            "install", release.name, str(chart), "-n", release.namespace, f"--kubeconfig={kubeconfig}",
+            *adopt, *options,
+        )  # fmt: skip
+        crd_established(admin)  # before the operator starts
         policy = client.AdmissionregistrationV1Api(admin).read_validating_admission_policy(ADMISSION_POLICY)
         assert policy.metadata.annotations["meta.helm.sh/release-name"] == release.name
         yield release
@@ -1286,8 +1384,10 @@ def test_uninstall_keeps_only_the_documented_objects(
             assert secrets.pop(KEYRING_SECRET) == "managedsecrets.io/keyring"
             assert store_secret_name(RecordKey(app, "kept")) in secrets
             assert set(secrets.values()) == {STORE_SECRET_TYPE}, secrets
-            # Kept by Helm's crds/ convention.
-            client.ApiextensionsV1Api(admin).read_custom_resource_definition("managedsecrets.managedsecrets.io")
+            # Kept by its resource policy (crds.keep), with every ManagedSecret.
+            crd = read_crd(admin)
+            assert crd.metadata.deletion_timestamp is None
+            assert (crd.metadata.annotations or {}).get("helm.sh/resource-policy") == "keep"
             # Everything else is gone (the pod and its ReplicaSet through the garbage collector).
             kube.eventually(
                 lambda: not apps.list_namespaced_replica_set(ns).items and not core.list_namespaced_pod(ns).items,
@@ -1305,3 +1405,117 @@ def test_uninstall_keeps_only_the_documented_objects(
             )
             assert kube.status_of(lambda: rbac.read_cluster_role(release.fullname)) == 404
             assert kube.status_of(lambda: rbac.read_cluster_role_binding(release.fullname)) == 404
+
+
+# --- the CRD across upgrades: from chart 0.1.0 (CRD in crds/) to the CRD as a template -----------------------
+
+OLD_CHART_CRD = f"charts/{CHART_NAME}/crds/{CRD_FILE.name}"
+
+
+def git(*args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=True).stdout
+
+
+def crds_dir_chart(into: Path) -> Path:
+    """The last chart that shipped the CRD in crds/ (0.1.0): git HEAD's until the move to templates/crds.yaml is
+    committed, then the one just before the commit that made it."""
+    try:
+        moved = git("log", "-1", "--format=%H", "--diff-filter=D", "HEAD", "--", OLD_CHART_CRD).decode().strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the previous chart comes from the repository's history")
+    ref = f"{moved}^" if moved else "HEAD"
+    into.mkdir(parents=True)
+    archive = git("archive", ref, f"charts/{CHART_NAME}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    chart = into / "charts" / CHART_NAME
+    assert (chart / "crds" / CRD_FILE.name).is_file(), f"{ref} has no {OLD_CHART_CRD}"
+    assert not (chart / "templates" / "crds.yaml").exists()
+    return chart
+
+
+def chart_with_a_changed_crd(into: Path) -> Path:
+    """A copy of the working tree's chart whose CRD has one more (priority 1) printer column, so that what an
+    upgrade does to the CRD shows whatever the real CRD file holds."""
+    chart = into / CHART_NAME
+    shutil.copytree(CHART, chart)
+    copy = chart / "files" / "crds" / CRD_FILE.name
+    crd = yaml.safe_load(copy.read_text())
+    (version,) = crd["spec"]["versions"]
+    version["additionalPrinterColumns"].append(
+        {"name": "Upgraded", "type": "string", "jsonPath": ".spec.type", "priority": 1,
+         "description": "Added by the chart upgrade test."}
+    )  # fmt: skip
+    copy.write_text(yaml.safe_dump(crd, sort_keys=False))
+    return chart
+
+
+def printer_columns(crd: client.V1CustomResourceDefinition) -> list[str]:
+    return [c.name for c in crd.spec.versions[0].additional_printer_columns or []]
+
+
+def test_upgrade_from_the_crds_dir_chart_takes_over_the_crd_and_uninstall_keeps_it(
+    admin: client.ApiClient, kubeconfig: str, tmp_path: Path
+) -> None:
+    old_chart = crds_dir_chart(tmp_path / "old")
+    new_chart = chart_with_a_changed_crd(tmp_path / "new")
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert yaml.safe_load((old_chart / "Chart.yaml").read_text())["version"] != version
+    # The CRD as the old chart's crds/ leaves it: the file as it is, without Helm's ownership metadata.
+    install_crd(admin)
+    try:
+        with (
+            app_namespace(admin) as app,
+            installed(admin, kubeconfig, chart=old_chart, take_ownership=False) as release,
+        ):
+            where = ("-n", release.namespace, f"--kubeconfig={kubeconfig}")
+            before = read_crd(admin)
+            assert "meta.helm.sh/release-name" not in (before.metadata.annotations or {})
+            assert "Upgraded" not in printer_columns(before)
+            assert "kind: CustomResourceDefinition" not in helm("get", "manifest", release.name, *where).stdout
+            create(admin, app, managed_secret("survives"))
+            uid = get_ms(admin, app, "survives")["metadata"]["uid"]
+
+            # A plain upgrade refuses a CRD that Helm did not create for the release.
+            refused = helm("upgrade", release.name, str(new_chart), *where, check=False)
+            assert refused.returncode != 0
+            assert "invalid ownership metadata" in refused.stderr and CRD_NAME in refused.stderr, refused.stderr
+            # The release is left as it was (the check runs before a new revision is recorded).
+            assert json.loads(helm("status", release.name, *where, "-o", "json").stdout)["version"] == 1
+
+            # The README's command: with --reuse-values, the values new in 0.2.0 take their defaults.
+            helm("upgrade", release.name, str(new_chart), *where, "--take-ownership", "--reuse-values")
+            after = read_crd(admin)
+            assert after.metadata.uid == before.metadata.uid  # updated in place, never deleted and recreated
+            assert "Upgraded" in printer_columns(after)
+            assert after.metadata.annotations["helm.sh/resource-policy"] == "keep"
+            assert after.metadata.annotations["meta.helm.sh/release-name"] == release.name
+            assert after.metadata.annotations["meta.helm.sh/release-namespace"] == release.namespace
+            assert after.metadata.labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert after.metadata.labels["helm.sh/chart"] == f"{CHART_NAME}-{version}"
+            assert after.metadata.labels["app.kubernetes.io/component"] == "crd"
+            # Helm owns it now: later upgrades need no flag.
+            helm("upgrade", release.name, str(new_chart), *where, "--reuse-values")
+
+            uninstalled = helm("uninstall", release.name, *where)
+            assert "kept due to the resource policy" in uninstalled.stdout, uninstalled.stdout
+            assert f"[CustomResourceDefinition] {CRD_NAME}" in uninstalled.stdout
+            kept = read_crd(admin)
+            assert kept.metadata.uid == before.metadata.uid and kept.metadata.deletion_timestamp is None
+            assert "Upgraded" in printer_columns(kept)
+            assert get_ms(admin, app, "survives")["metadata"]["uid"] == uid
+    finally:
+        install_crd(admin)  # back to the file as it is, for the other tests
+
+
+def test_turning_crds_off_keeps_the_crd_and_its_objects(admin: client.ApiClient, kubeconfig: str) -> None:
+    """A GitOps user switching to crds.enabled=false: the CRD leaves the release but stays in the cluster."""
+    with app_namespace(admin) as app, installed(admin, kubeconfig) as release:
+        where = ("-n", release.namespace, f"--kubeconfig={kubeconfig}")
+        before = read_crd(admin)
+        assert before.metadata.annotations["meta.helm.sh/release-name"] == release.name
+        create(admin, app, managed_secret("survives"))
+        helm("upgrade", release.name, str(CHART), *where, "--reuse-values", *NO_CRDS)
+        assert "kind: CustomResourceDefinition" not in helm("get", "manifest", release.name, *where).stdout
+        kept = read_crd(admin)
+        assert kept.metadata.uid == before.metadata.uid and kept.metadata.deletion_timestamp is None
+        assert get_ms(admin, app, "survives")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import managed_secrets
 
 # The build downloads Debian packages and the wheels; the project's default 600 s timeout is too short for a cold
 # build on a slow mirror.
@@ -152,7 +153,7 @@ def config(image: Image) -> dict[str, Any]:
 
 def test_the_script_builds_the_image_named_after_the_package_version(build: Build) -> None:
     ref, driver = build.require()
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = managed_secrets.__version__
     assert ref == f"localhost/{NAME}:{version}"
     assert driver in {"overlay", "vfs"}
     assert "smoke check passed" in build.stderr, tail(build.stderr)

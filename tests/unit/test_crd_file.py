@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "managedsecrets.io_managedsecrets.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "managedsecrets.io_managedsecrets.yaml"
+CHART = ROOT / "charts" / "managed-secrets-operator"
+# Copies of the CRD file, each in a directory that may only hold copies of crds/: the kustomize base's (kustomize
+# refuses files outside its directory) and the one the chart's templates/crds.yaml renders (a chart reads only
+# its own files). tests/integration/test_chart.py checks what the chart renders from its copy.
+COPIES = [ROOT / "deploy" / "crds", CHART / "files" / "crds"]
 
 Schema = dict[str, Any]
 
@@ -60,6 +66,22 @@ def node(root: Schema, path: str) -> Schema:
         else:
             schema = schema["properties"][step]
     return schema
+
+
+@pytest.mark.parametrize("directory", COPIES, ids=["deploy", "chart"])
+def test_every_copy_is_byte_identical_to_crds(directory: Path) -> None:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(p.name for p in CRD_FILE.parent.iterdir())
+    for original in CRD_FILE.parent.iterdir():
+        assert (directory / original.name).read_bytes() == original.read_bytes(), (
+            f"copy {original.relative_to(ROOT)} to {directory.relative_to(ROOT)}/"
+        )
+
+
+def test_the_chart_renders_the_crd_from_its_copy_and_has_no_crds_dir() -> None:
+    """A chart's crds/ is installed once and never upgraded (and would clash with the template's CRD)."""
+    assert not (CHART / "crds").exists(), "the chart's CRD is templates/crds.yaml, rendered from files/crds/"
+    template = (CHART / "templates" / "crds.yaml").read_text()
+    assert f'"files/crds/{CRD_FILE.name}"' in template
 
 
 def test_identity_names_and_subresources(crd: dict[str, Any], version: dict[str, Any]) -> None:

@@ -4,6 +4,10 @@ Keys are copied from the ACSCurrent value; ``target.template.data`` adds keys (o
 Replace``, replaces them all) rendered with Jinja2's sandbox, which refuses attribute tricks that reach
 Python internals. Template errors are reported by key name and error kind only: the message of an arbitrary
 exception could quote a value.
+
+Variables are ``{{ name }}`` unless ``target.template.delimiters`` names another pair (``[[ name ]]`` for a
+ManagedSecret shipped in a Helm chart, whose own templates read ``{{ }}``); blocks keep ``{% %}`` and comments
+``{# #}``, which Helm leaves alone. Every pair gets its own sandbox with the same bounds.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ from managed_secrets.names import (
 __all__ = [
     "BINARY_VALUE_KEY",
     "DATA_HASH_ANNOTATION",
+    "DEFAULT_DELIMITERS",
     "MANAGED_LABEL",
     "OWNER_ANNOTATION",
     "PREVIOUS_VERSION_ANNOTATION",
     "VERSION_ANNOTATION",
+    "Delimiters",
     "DesiredSecret",
     "RenderError",
     "TargetSpec",
     "data_hash",
+    "delimiters_problem",
     "render",
 ]
 
@@ -112,13 +119,76 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+@dataclass(frozen=True)
+class Delimiters:
+    """The strings that open and close a variable in a template (``spec.target.template.delimiters``)."""
+
+    left: str = "{{"
+    right: str = "}}"
+
+
+DEFAULT_DELIMITERS = Delimiters()
+
+DELIMITER_CHARACTERS = "!#$%&()*+,-./:;<=>?@[]^|~{}"
+"""What a custom delimiter is made of: punctuation that is neither a quote, a backslash, a backtick nor ``_``
+(so a delimiter never looks like a name or a string, nor breaks the YAML or Go template around it)."""
+DELIMITER_LENGTH = (2, 8)
+RESERVED_DELIMITERS = ("{%", "%}", "{#", "#}")
+"""Jinja's block and comment delimiters, which stay as they are: a variable delimiter may not contain them."""
+
+
+def delimiters_problem(left: object, right: object) -> tuple[str, str] | None:
+    """``(field, reason)`` when ``left``/``right`` cannot delimit variables (the CRD's rules, then a probe of
+    the lexer), ``None`` when they can; ``field`` is ``left`` or ``right``."""
+    low, high = DELIMITER_LENGTH
+    for name, text in (("left", left), ("right", right)):
+        if not isinstance(text, str) or not low <= len(text) <= high:
+            return name, f"must be a string of {low} to {high} characters"
+        if any(c not in DELIMITER_CHARACTERS for c in text):
+            return name, (
+                f"{text!r} must be made of the punctuation characters {DELIMITER_CHARACTERS} only "
+                "(no letters, digits, spaces, quotes, backslashes, backticks or '_')"
+            )
+        reserved = [r for r in RESERVED_DELIMITERS if r in text]
+        if reserved:
+            return name, f"{text!r} contains {reserved[0]!r}, which Jinja keeps for blocks and comments"
+    assert isinstance(left, str) and isinstance(right, str)
+    if left == right:
+        return "right", f"must differ from left (both are {left!r})"
+    if not _delimits_a_variable(Delimiters(left, right)):
+        return "right", f"{left!r} and {right!r} do not delimit a variable ({left} name {right})"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _delimits_a_variable(delimiters: Delimiters) -> bool:
+    """Whether Jinja's lexer reads ``left x right`` as the variable ``x`` (every spec parse asks: cached)."""
+    try:
+        body = _environment(delimiters).parse(f"{delimiters.left} x {delimiters.right}").body
+    except (jinja2.TemplateError, AssertionError):
+        return False
+    return (
+        len(body) == 1
+        and isinstance(body[0], jinja2.nodes.Output)
+        and [type(n) for n in body[0].nodes] == [jinja2.nodes.Name]
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _environment(delimiters: Delimiters) -> _BoundedSandbox:
+    """One sandbox per delimiter pair (a spec names a pair, so there are few), each with the same bounds."""
+    return _BoundedSandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        variable_start_string=delimiters.left,
+        variable_end_string=delimiters.right,
+    )
 
 
 @functools.lru_cache(maxsize=1024)
-def _compile(source: str) -> jinja2.Template:
+def _compile(source: str, delimiters: Delimiters = DEFAULT_DELIMITERS) -> jinja2.Template:
     """Templates come from specs and repeat on every reconcile: compile each text once."""
-    return _ENV.from_string(source)
+    return _environment(delimiters).from_string(source)
 
 
 class RenderError(ManagedSecretsError):
@@ -135,6 +205,7 @@ class TargetSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     template: Mapping[str, str] = field(default_factory=dict)
     merge_policy: str = "Merge"
+    delimiters: Delimiters = DEFAULT_DELIMITERS
     include_previous: bool = False
     previous_suffix: str = "_PREVIOUS"
     creation_policy: str = "Owner"
@@ -147,6 +218,8 @@ class TargetSpec:
         assert isinstance(target, Mapping)
         template = target.get("template") or {}
         assert isinstance(template, Mapping)
+        delimiters = template.get("delimiters") or {}
+        assert isinstance(delimiters, Mapping)
         return cls(
             name=str(target.get("name") or default_name),
             type=str(target.get("type") or "Opaque"),
@@ -154,6 +227,10 @@ class TargetSpec:
             annotations=dict(target.get("annotations") or {}),
             template=dict(template.get("data") or {}),
             merge_policy=str(template.get("mergePolicy") or "Merge"),
+            delimiters=Delimiters(
+                str(delimiters.get("left") or DEFAULT_DELIMITERS.left),
+                str(delimiters.get("right") or DEFAULT_DELIMITERS.right),
+            ),
             include_previous=bool(target.get("includePrevious", False)),
             previous_suffix=str(target.get("previousSuffix") or "_PREVIOUS"),
             creation_policy=str(target.get("creationPolicy") or "Owner"),
@@ -207,9 +284,9 @@ def _text_context(value: SecretValue) -> dict[str, str]:
     return context
 
 
-def _undefined(source: str, context: Mapping[str, object]) -> str:
+def _undefined(source: str, context: Mapping[str, object], delimiters: Delimiters) -> str:
     try:
-        names = sorted(meta.find_undeclared_variables(_ENV.parse(source)) - set(context))
+        names = sorted(meta.find_undeclared_variables(_environment(delimiters).parse(source)) - set(context))
     except jinja2.TemplateError:
         names = []
     if names:
@@ -217,10 +294,12 @@ def _undefined(source: str, context: Mapping[str, object]) -> str:
     return "looks up an attribute or item that does not exist"
 
 
-def _render_template(key: str, source: str, context: Mapping[str, object]) -> bytes:
+def _render_template(
+    key: str, source: str, context: Mapping[str, object], delimiters: Delimiters = DEFAULT_DELIMITERS
+) -> bytes:
     try:
-        with _ENV.bounded():
-            rendered = _compile(source).render(context).encode("utf-8")
+        with _environment(delimiters).bounded():
+            rendered = _compile(source, delimiters).render(context).encode("utf-8")
         if len(rendered) > MAX_RENDERED_BYTES:
             raise RenderError(f"template for key {key!r} produced more than {MAX_RENDERED_BYTES} bytes")
         return rendered
@@ -228,7 +307,7 @@ def _render_template(key: str, source: str, context: Mapping[str, object]) -> by
         raise RenderError(f"template for key {key!r} has a syntax error on line {e.lineno}: {e.message}") from None
     except jinja2.UndefinedError:
         # Jinja's own message quotes the object it looked into (a value): name only what is missing by name.
-        raise RenderError(f"template for key {key!r} {_undefined(source, context)}") from None
+        raise RenderError(f"template for key {key!r} {_undefined(source, context, delimiters)}") from None
     except RenderError:
         raise
     except SecurityError as e:
@@ -260,7 +339,10 @@ def render(
         for key, raw in _plain(previous).items():
             data[key + target.previous_suffix] = raw
         context["previous"] = _text_context(previous)
-    rendered = {key: _render_template(key, source, context) for key, source in sorted(target.template.items())}
+    rendered = {
+        key: _render_template(key, source, context, target.delimiters)
+        for key, source in sorted(target.template.items())
+    }
     if target.merge_policy == "Replace" and rendered:
         data = rendered
     else:

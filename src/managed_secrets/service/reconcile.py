@@ -144,8 +144,10 @@ class ManagedSecretService:
 
     def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         resource = ManagedSecretResource.from_body(body)
-        with self._lock(resource.key):
-            return self._reconcile(resource)
+        with self._lock(resource.key), self.metrics.time_reconcile() as timed:
+            outcome = self._reconcile(resource)
+            timed.ready(ready.status if (ready := outcome.condition("Ready")) else None)
+            return outcome
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A ManagedSecret as a watch brings it (``event_type`` ``None``: listed at start-up), or as a
@@ -232,6 +234,7 @@ class ManagedSecretService:
         self.watched.takes_value_from(key, source_of(resource.raw_spec))
         conditions = {str(c.get("type")): str(c.get("status")) for c in status.get("conditions") or []}
         self.metrics.set_next_rotation(key.namespace, key.name, resume.next_rotation)
+        self.metrics.set_last_rotation(key.namespace, key.name, status.get("lastRotationTime"))
         self.metrics.observe_conditions(key.namespace, key.name, conditions)
         self.scheduler.schedule(key.namespace, key.name, resume.next_rotation)
         return True
@@ -445,8 +448,25 @@ class ManagedSecretService:
         key = resource.key
         if outcome.projection is not None:
             self.watched.projected(key, outcome.projected_revision)
-        self.metrics.set_next_rotation(key.namespace, key.name, outcome.next_rotation)
-        self.metrics.observe_conditions(key.namespace, key.name, {c.type: c.status for c in outcome.conditions})
+        # Metrics: the next due time stays while a rotation is in flight or failing (rotation enabled, no due time
+        # this pass); the conditions are the whole status' (the ones this pass kept included), as written.
+        record = outcome.record
+        self.metrics.set_next_rotation(
+            key.namespace,
+            key.name,
+            outcome.next_rotation,
+            keep=bool((resource.raw_spec.get("rotation") or {}).get("enabled")),
+            fallback=record.rotation.started if record is not None and record.rotation is not None else None,
+        )
+        current = record.current if record is not None else None
+        if current is not None and current.request_id is not None:
+            self.metrics.set_last_rotation(key.namespace, key.name, current.created)
+        self.metrics.observe_conditions(
+            key.namespace,
+            key.name,
+            {str(c.get("type")): str(c.get("status")) for c in resource.status.get("conditions") or []}
+            | {c.type: c.status for c in outcome.conditions},
+        )
         self.scheduler.schedule(key.namespace, key.name, wake_time(outcome, self.vault.clock.now()))
 
     def _fail(self, resource: ManagedSecretResource, outcome: Outcome, error: ManagedSecretsError) -> str:

@@ -155,9 +155,11 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
         p.warning("RotationInProgress", str(e))
         return False
     except ManagedSecretsError as e:
-        p.deps.metrics.record_rotation(strategy.name, RotationResult.FAILED)
         previous = create_failure(p.attributes)
         attempts = (previous.attempts if previous else 0) + 1
+        p.deps.metrics.record_rotation(
+            strategy.name, RotationResult.FAILED, namespace=p.key.namespace, name=p.key.name, failures=attempts
+        )
         now = p.deps.now()
         retry = now + p.deps.engine.backoff.delay(attempts)
         p.keep(
@@ -199,11 +201,17 @@ def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) 
             fence=p.fence,
         )
     except RotationFailed as e:
-        p.deps.metrics.record_rotation(strategy.name, RotationResult.FAILED)
         if e.loaded is not None:
             p.keep(e.loaded)
         record = p.record
         failed = record.rotation if record is not None else None
+        p.deps.metrics.record_rotation(
+            strategy.name,
+            RotationResult.FAILED,
+            namespace=p.key.namespace,
+            name=p.key.name,
+            failures=failed.attempts if failed is not None else None,
+        )
         message = failed.last_error if failed and failed.last_error else describe("rotation", e.cause)
         p.outcome.add("RotationFailed", "True", _reason(e.cause), message)
         p.outcome.wake(failed.next_attempt if failed else None)
@@ -220,7 +228,9 @@ def _rotated(p: Pass, strategy: RotationStrategy, started: dt.datetime) -> None:
     if record is None or record.current is None:
         return
     took = (p.deps.now() - started).total_seconds()
-    p.deps.metrics.record_rotation(strategy.name, RotationResult.SUCCEEDED, max(0.0, took))
+    p.deps.metrics.record_rotation(
+        strategy.name, RotationResult.SUCCEEDED, max(0.0, took), namespace=p.key.namespace, name=p.key.name
+    )
     p.outcome.rotated = record.current.id
     p.normal(
         "Rotated",

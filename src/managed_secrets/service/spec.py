@@ -10,6 +10,7 @@ from managed_secrets.domain import SecretType
 from managed_secrets.errors import InvalidRequest
 from managed_secrets.names import VALUE_SOURCES
 from managed_secrets.projection import TargetSpec
+from managed_secrets.projection.render import delimiters_problem
 from managed_secrets.rotation.generators import PasswordPolicy, policy_from_spec
 
 
@@ -79,6 +80,29 @@ def _generated_key(index: int, key: Mapping[str, Any]) -> GeneratedKey:
         raise type(e)(f"spec.generate.keys[{index}] ({key.get('name')}): {e}") from None
 
 
+DELIMITERS_PATH = "spec.target.template.delimiters"
+
+
+def _check_delimiters(spec: Mapping[str, Any]) -> None:
+    """``spec.target.template.delimiters``, if set, is a pair that delimits variables. The CRD's rules say so
+    too, but are not relied on (a hand-edited CRD would let any pair through): an unusable pair is refused here,
+    by field path, before anything is generated or projected."""
+    target = spec.get("target") or {}
+    template = (target.get("template") if isinstance(target, Mapping) else None) or {}
+    delimiters = template.get("delimiters") if isinstance(template, Mapping) else None
+    if delimiters is None:
+        return
+    if not isinstance(delimiters, Mapping):
+        raise InvalidRequest(f"{DELIMITERS_PATH}: must be an object with left and right")
+    missing = [side for side in ("left", "right") if side not in delimiters]
+    if missing:
+        raise InvalidRequest(f"{DELIMITERS_PATH}.{missing[0]}: is required when delimiters is set")
+    problem = delimiters_problem(delimiters["left"], delimiters["right"])
+    if problem is not None:
+        side, reason = problem
+        raise InvalidRequest(f"{DELIMITERS_PATH}.{side}: {reason}")
+
+
 def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
     """Typed view of ``spec``; ``InvalidRequest`` for what the schema cannot express."""
     try:
@@ -97,6 +121,7 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> ManagedSecretSpec:
         ref = spec["valueFrom"].get("secretRef") or {}
         keys = ref.get("keys")
         value_from = ValueFromSource(secret_name=str(ref.get("name")), keys=tuple(keys) if keys else None)
+    _check_delimiters(spec)
     target = TargetSpec.from_spec(spec, default_name=name)
     if target.include_previous and generate is not None:
         keys = set(generate.key_names)
