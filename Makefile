@@ -53,9 +53,20 @@ integration-isolated: install
 
 # Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
 # (its own control plane) followed by the static checks; then the integration tests, in two lanes as well.
-test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests (the README's test command)
-	$(MAKE) --no-print-directory -j2 --output-sync=target coverage smoke-and-checks
+test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests, node tests (the README's test command)
+	$(MAKE) --no-print-directory -j3 --output-sync=target coverage smoke-and-checks node-test-if-root
 	$(MAKE) --no-print-directory -j2 --output-sync=target integration-main integration-isolated
+
+# Pods on a real local node (containerd, runc, CNI, kubelet, kube-scheduler): they need root. Mostly waiting on
+# the kubelet's sync period, so they run beside the unit tests and the static checks.
+.PHONY: build-node node-test node-test-if-root
+build-node:  ## kubelet, kube-scheduler, containerd, CNI plugins, the pause and test images (cached; root)
+	bash hack/build-node.sh
+node-test: install build-controlplane build-node  ## Pods on a real local node: mounted Secrets, rotation, restart targets (root)
+	$(BIN)/pytest tests/node -q -p no:cacheprovider
+node-test-if-root:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory node-test; \
+	else echo "tests/node not run: the local node needs root (containerd, runc, iptables); run make node-test as root"; fi
 
 .PHONY: smoke-and-checks
 smoke-and-checks: install
@@ -63,9 +74,11 @@ smoke-and-checks: install
 	$(MAKE) --no-print-directory -j1 lint typecheck
 
 # KMS=softhsm: the keyring sealed by a SoftHSM2 token (PKCS#11); KMS=kmsv2: by the control plane's KMS v2 plugin.
+# NODE=1: the control plane gets a node (kubelet, containerd; root), so Pods run.
 KMS ?=
-demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret (KMS=softhsm|kmsv2)
-	KMS=$(KMS) bash hack/demo.sh
+NODE ?=
+demo: install  ## local control plane + CRD + operator + examples, then show the projected Secret (KMS=softhsm|kmsv2, NODE=1)
+	KMS=$(KMS) NODE=$(NODE) bash hack/demo.sh
 
 demo-down: install  ## stop the demo operator and the local control plane
 	-[ -f $(CLUSTER_DIR)/pids/operator.pid ] && kill $$(cat $(CLUSTER_DIR)/pids/operator.pid)

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 dir=${MSO_CLUSTER_DIR:-/tmp/managed-secrets-cluster}
 py=.venv/bin/python
 
-export KUBECONFIG=$($py hack/cluster.py up --dir "$dir")
+# NODE=1: also a node (containerd + kubelet + kube-scheduler; root), so Pods really run and mount the Secrets.
+export KUBECONFIG=$($py hack/cluster.py up --dir "$dir" ${NODE:+--with-node})
 bin=$(bash hack/build-controlplane.sh 2>/dev/null | tail -n 1)
 kubectl() { "$bin/kubectl" "$@"; }
 
