@@ -863,6 +863,27 @@ def _start_node(state: Path, server: str, api_port: int, node_bin: Path) -> dict
     }
 
 
+def node_ctr(state_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``ctr ARGS`` against the node's containerd (namespace k8s.io, the CRI's) in ``state_dir``."""
+    node = json.loads((state_dir / "cluster.json").read_text()).get("node") or {}
+    if not node.get("bin") or not node.get("containerdSocket"):
+        raise RuntimeError(f"no node runs in {state_dir} (start it with up --with-node)")
+    return _ctr(Path(node["bin"]), Path(node["containerdSocket"]), *args, check=check)
+
+
+def import_image(state_dir: Path, archive: Path | str, ref: str) -> None:
+    """Imports the OCI archive ``archive`` (e.g. from ``buildah push IMAGE oci-archive:FILE:REF``) into the
+    node's containerd, unpacked for the CRI's snapshotter, as the pause and busybox images are at start.
+
+    Pods then use ``ref`` with imagePullPolicy Never (or IfNotPresent): nothing can be pulled here.
+    """
+    node = json.loads((state_dir / "cluster.json").read_text()).get("node") or {}
+    node_ctr(state_dir, "images", "import", f"--snapshotter={node.get('snapshotter', 'overlayfs')}", str(archive))
+    listed = node_ctr(state_dir, "images", "ls", "-q").stdout.split()
+    if ref not in listed:
+        raise RuntimeError(f"{ref} is not in containerd after importing {archive}; it has: {listed}")
+
+
 def _stop_pid(state: Path, name: str, quiet: bool, timeout: float = 15) -> None:
     pidf = state / "pids" / f"{name}.pid"
     if not pidf.exists():
