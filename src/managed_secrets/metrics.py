@@ -27,7 +27,6 @@ is only read when ``prometheus_client`` is first imported, which may be before t
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import platform
 import threading
 import time
@@ -35,13 +34,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
 
 import prometheus_client
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -57,13 +52,11 @@ from managed_secrets import __version__
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "PER_OBJECT_CONDITIONS",
-    "MetricsServer",
     "OperatorMetrics",
     "ReconcileResult",
     "ReconcileTimer",
     "RotationResult",
     "error_reason",
-    "start_metrics_server",
 ]
 
 # No ``*_created`` series (a second sample per counter and histogram child that no dashboard or alert reads).
@@ -581,56 +574,3 @@ class OperatorMetrics:
 
 def _reason(reason: str | BaseException) -> str:
     return reason if isinstance(reason, str) else error_reason(reason)
-
-
-@dataclass
-class MetricsServer:
-    """A running ``/metrics`` HTTP server (a daemon thread); ``port`` is the bound port."""
-
-    port: int
-    _server: Any
-    _thread: threading.Thread
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    """``GET /metrics`` (and ``/``): ``OperatorMetrics.exposition()``, gzipped when the scraper accepts it."""
-
-    metrics: OperatorMetrics
-
-    def do_GET(self) -> None:
-        if urlsplit(self.path).path not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        body = self.metrics.exposition()
-        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
-        if gzipped:
-            body = gzip.compress(body, compresslevel=1)
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not logged."""
-
-
-def start_metrics_server(
-    metrics: OperatorMetrics,
-    port: int = DEFAULT_METRICS_PORT,
-    addr: str = "0.0.0.0",  # noqa: S104 - in a pod, Prometheus scrapes the pod IP
-) -> MetricsServer:
-    """Serves ``metrics`` on ``http://addr:port/metrics`` (port 0 picks a free port) in a daemon thread."""
-    handler = type("MetricsHandler", (_MetricsHandler,), {"metrics": metrics})
-    server = ThreadingHTTPServer((addr, port), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
-    thread.start()
-    return MetricsServer(port=int(server.server_address[1]), _server=server, _thread=thread)

@@ -29,8 +29,8 @@ from managed_secrets.metrics import (
     ReconcileResult,
     RotationResult,
     error_reason,
-    start_metrics_server,
 )
+from managed_secrets.metrics_server import start_metrics_server
 from managed_secrets.rotation.strategies.generic import GenerateStrategy
 from managed_secrets.rotation.strategy import RotationStepFailed
 from support.world import NAMESPACE, World, managed_secret

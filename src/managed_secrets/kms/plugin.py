@@ -172,7 +172,7 @@ class KeyService:
             return bytes(key.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
 
         sealed = self._run(self.write_label, encrypt)
-        log.debug("Encrypt uid=%s: %d bytes under %r", request.uid, len(plaintext), self.write_label)
+        log.debug("Encrypt uid=%s under %r", request.uid, self.write_label)
         response = api.EncryptResponse(
             ciphertext=nonce + sealed,
             key_id=self.write_label,

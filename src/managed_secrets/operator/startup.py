@@ -29,7 +29,8 @@ from managed_secrets.errors import (
 )
 from managed_secrets.kms.kmsv2 import KmsV2Key
 from managed_secrets.kms.pkcs11 import Pkcs11Key, Pkcs11Token
-from managed_secrets.metrics import OperatorMetrics, start_metrics_server
+from managed_secrets.metrics import OperatorMetrics
+from managed_secrets.metrics_server import start_metrics_server
 from managed_secrets.names import ADMISSION_POLICY, KOPF_PREFIX, MEMBER_LEASE_PREFIX
 from managed_secrets.operator.config import OperatorConfig
 from managed_secrets.operator.handlers import start_purger
