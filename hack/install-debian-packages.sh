@@ -2,7 +2,8 @@
 # The Debian packages the tests and the demo need beyond a compiler toolchain, installed if missing (run by
 # `make install`): softhsm2, the token behind the local control plane's KMS v2 plugin (Secrets encrypted at
 # rest), `make demo KMS=softhsm` and the KMS/PKCS#11 tests; zsh and fish, whose completion scripts for the
-# kubectl plugin the tests parse. (PostgreSQL and MariaDB come from hack/databases.sh.)
+# kubectl plugin the tests parse; openssh-server and openssh-client, the real sshd hosts (and the client that
+# checks their logins) of the sshKey.hosts tests. (PostgreSQL and MariaDB come from hack/databases.sh.)
 set -euo pipefail
 missing=()
 if ! command -v softhsm2-util >/dev/null ||
@@ -11,6 +12,8 @@ if ! command -v softhsm2-util >/dev/null ||
 fi
 command -v zsh >/dev/null || missing+=(zsh)
 command -v fish >/dev/null || missing+=(fish)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null || missing+=(openssh-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
   echo "install-debian-packages: missing ${missing[*]}; install these Debian packages (as root)" >&2

@@ -121,6 +121,19 @@ REFERENCES: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.external.credentialsSecretRef.name",
         "may not get Secret someone-elses",
     ),
+    "sshKey": (
+        {
+            "type": "SSHKey",
+            "sshKey": {
+                "hosts": [{"address": "bastion.tenant.example"}],
+                "user": "deploy",
+                "adminSecretRef": {"name": "someone-elses"},
+                "knownHosts": "bastion.tenant.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk5IG5vdCBvdXJz\n",
+            },
+        },
+        "spec.sshKey.adminSecretRef.name",
+        "may not get Secret someone-elses",
+    ),
     "adoptExisting": (
         {"target": {"name": "someone-elses", "adoptExisting": True}},
         "spec.target.adoptExisting",
@@ -220,6 +233,7 @@ def test_every_reference_field_of_the_crd_is_checked_by_the_policy(crd_schema: d
         "spec.database.adminSecretRef",
         "spec.external.credentialsSecretRef",
         "spec.restartTargets",
+        "spec.sshKey.adminSecretRef",
         "spec.target.adoptExisting",
         "spec.valueFrom.secretRef",
     ]

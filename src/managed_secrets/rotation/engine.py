@@ -30,7 +30,13 @@ from managed_secrets.domain import (
     record_rotation_step,
 )
 from managed_secrets.errors import Fenced, ManagedSecretsError, RotationInProgress, safe_message
-from managed_secrets.rotation.strategy import RotationContext, RotationStepFailed, RotationStrategy, SecretReader
+from managed_secrets.rotation.strategy import (
+    Reporter,
+    RotationContext,
+    RotationStepFailed,
+    RotationStrategy,
+    SecretReader,
+)
 from managed_secrets.store import Loaded, RecordKey, SecretVault
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,7 @@ class RotationEngine:
         version_id: str,
         config: Mapping[str, object],
         read_secret: SecretReader,
+        report: Reporter | None = None,
     ) -> RotationContext:
         current = self.vault.open(record, record.current) if record.current else None
         previous = self.vault.open(record, record.previous) if record.previous else None
@@ -86,7 +93,9 @@ class RotationEngine:
             config=config,
             current=current,
             previous=previous,
+            current_id=record.current.id if record.current else None,
             read_secret=read_secret,
+            report=report if report is not None else _no_report,
         )
 
     def begin(
@@ -102,6 +111,7 @@ class RotationEngine:
         attributes: Attributes | None = None,
         finish_with_limit: int | None = None,
         fence: Callable[[], None] = lambda: None,
+        report: Reporter | None = None,
     ) -> Loaded:
         """Step *create*. Refuses (``RotationInProgress``) while another request's version is pending.
 
@@ -124,7 +134,7 @@ class RotationEngine:
             )
         if record.version_for_request(request_id) is not None:
             return loaded  # created before (resume) or already finished
-        ctx = self.context(record, self.vault.next_version_id(record), config, read_secret)
+        ctx = self.context(record, self.vault.next_version_id(record), config, read_secret, report)
         fence()
         value = strategy.create(ctx)
         if finish_with_limit is not None:
@@ -158,6 +168,7 @@ class RotationEngine:
         read_secret: SecretReader,
         version_limit: int,
         fence: Callable[[], None] = lambda: None,
+        report: Reporter | None = None,
     ) -> tuple[Loaded, bool]:
         """Runs the remaining steps of the rotation in flight; returns the record and whether it finished.
 
@@ -170,7 +181,7 @@ class RotationEngine:
             return loaded, False
         version_id = progress.version_id
         pending = self.vault.open(record, record.version(version_id))
-        ctx = self.context(record, version_id, config, read_secret)
+        ctx = self.context(record, version_id, config, read_secret, report)
         step = progress.step
         try:
             if step is RotationStep.CREATE or step is RotationStep.SET:
@@ -246,6 +257,10 @@ def describe(step: RotationStep | str, error: BaseException) -> str:
     if isinstance(error, RotationStepFailed):
         return f"{error.reason}: {error}"
     return f"{getattr(step, 'value', step)} step failed: {safe_message(error)}"
+
+
+def _no_report(_report: object) -> None:
+    """A rotation nobody asked about its targets."""
 
 
 def _req(record: SecretRecord | None) -> SecretRecord:

@@ -17,6 +17,10 @@ a crash in between simply starts over.
 
 Strategies receive everything through ``RotationContext`` (no Kubernetes client, no global config), so they
 can be tested against real target systems without a cluster. Errors must never quote a secret value.
+
+A strategy that acts on several target systems (the SSH hosts of ``sshKey.hosts``) names them in
+``targets`` and reports each one's state through ``RotationContext.report``; the service shows the reports in
+``status.hosts`` (no values: a target, a version id, a step and a state).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "RotationContext",
     "RotationStepFailed",
     "RotationStrategy",
+    "TargetReport",
     "get_strategy",
     "register",
     "registered",
@@ -54,6 +59,23 @@ SecretReader = Callable[[str], Mapping[str, bytes]]
 
 
 @dataclass(frozen=True)
+class TargetReport:
+    """Where one target system stands with one version (never a value)."""
+
+    target: str
+    """The target's name as the spec gives it, e.g. ``bastion.example.com:22``."""
+    version_id: str
+    step: str
+    """The step that reported: ``set``, ``test`` or ``finish``."""
+    state: str
+    """``Installed`` (set), ``Verified`` (test), ``Current`` (finish) or ``Failed``."""
+    message: str = ""
+
+
+Reporter = Callable[[TargetReport], None]
+
+
+@dataclass(frozen=True)
 class RotationContext:
     """What a strategy may know about the rotation it is running."""
 
@@ -67,9 +89,13 @@ class RotationContext:
     """The ACSCurrent value, if there is one."""
     previous: SecretValue | None = None
     """The ACSPrevious value, if there is one."""
+    current_id: str | None = None
+    """The ACSCurrent version's id, if there is one."""
     read_secret: SecretReader = field(default=lambda name: {}, repr=False)
     """Reads a Secret in the ManagedSecret's namespace by name (e.g. database admin credentials)."""
     rng: random.Random = field(default_factory=secrets.SystemRandom, repr=False)
+    report: Reporter = field(default=lambda report: None, repr=False)
+    """Tells the service where one target stands (see ``RotationStrategy.targets``)."""
 
 
 class RotationStrategy(abc.ABC):
@@ -82,6 +108,14 @@ class RotationStrategy(abc.ABC):
     """True when no step reaches outside the operator (set, test and finish only check the value in memory).
     Nothing outside can then hold the pending value before it is current, so the engine rotates in one
     store write instead of one per step: a crash before it leaves nothing behind, one after it is done."""
+
+    def is_local(self, config: Mapping[str, Any]) -> bool:
+        """``local_only`` for this spec section (a strategy may reach outside for some configurations only)."""
+        return self.local_only
+
+    def targets(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The target systems this configuration acts on, each reported on in ``status.hosts``. Default: none."""
+        return ()
 
     @abc.abstractmethod
     def initial(self, ctx: RotationContext) -> SecretValue:

@@ -14,6 +14,7 @@ from typing import Any
 from managed_secrets.domain import SecretRecord
 from managed_secrets.domain.clock import iso_seconds
 from managed_secrets.projection import ApplyAction
+from managed_secrets.rotation.strategy import TargetReport
 from managed_secrets.service.resource import ManagedSecretResource
 
 __all__ = ["Condition", "Outcome", "desired_status", "rotation_status", "status_differs"]
@@ -43,6 +44,8 @@ class Outcome:
     next_rotation: dt.datetime | None = None
     wake_at: dt.datetime | None = None
     public_key: str | None = None
+    reports: dict[str, tuple[TargetReport, dt.datetime]] = field(default_factory=dict)
+    """What this pass's steps said of each target system (``status.hosts``), with the time they said it."""
     retry: dict[str, Any] | None = None
     """``status.retry`` while a failure is retried with backoff; ``None`` clears it."""
 

@@ -18,6 +18,7 @@ from managed_secrets.errors import ReferenceRefused
 from managed_secrets.metrics import OperatorMetrics
 from managed_secrets.names import PROTECTED_SECRET_TYPES, SHARD_LABEL
 from managed_secrets.rotation.engine import RotationEngine
+from managed_secrets.rotation.strategy import TargetReport
 from managed_secrets.service.conditions import Outcome
 from managed_secrets.service.events import EventRecorder
 from managed_secrets.service.resource import ManagedSecretResource
@@ -126,6 +127,10 @@ class Pass:
             where = f"Secret {self.resource.namespace}/{name}"
             raise ReferenceRefused(f"{where} is of type {live.type}, which a ManagedSecret may not use")
         return live
+
+    def report(self, report: TargetReport) -> None:
+        """A strategy's word on one target system, for ``status.hosts`` (the last one per target counts)."""
+        self.outcome.reports[report.target] = (report, self.deps.now())
 
     def normal(self, reason: str, message: str) -> None:
         self.deps.events.normal(self.resource.event_ref, reason, message)

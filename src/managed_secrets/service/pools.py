@@ -1,9 +1,10 @@
 """Bounded worker pools, one per kind of work, so slow work of some ManagedSecrets cannot starve the rest.
 
-A reconcile that may call an outside system (a database, a webhook) runs on the ``external`` pool; every
-other one (generated values, ``valueFrom``, SSH keys: only the API server and the CPU) runs on the ``local``
-pool. Each outside call has its own deadline as well; the pools make sure that eight hung webhooks occupy at
-most the external pool's threads, while new ordinary ManagedSecrets keep being projected.
+A reconcile that may call an outside system (a database, a webhook, the SSH hosts of ``sshKey.hosts``) runs
+on the ``external`` pool; every other one (generated values, ``valueFrom``, SSH keys without hosts: only the
+API server and the CPU) runs on the ``local`` pool. Each outside call has its own deadline as well; the pools
+make sure that eight hung webhooks occupy at most the external pool's threads, while new ordinary
+ManagedSecrets keep being projected.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["EXTERNAL_SOURCES", "WorkPools"]
+__all__ = ["EXTERNAL_SOURCES", "WorkPools", "reaches_outside"]
 
 T = TypeVar("T")
 
 EXTERNAL_SOURCES = ("database", "external")
 """Value sources whose steps talk to systems outside the cluster."""
+
+
+def reaches_outside(spec: Mapping[str, Any]) -> bool:
+    """True for a spec whose steps talk to systems outside the cluster (an ``sshKey`` with hosts included)."""
+    ssh = spec.get("sshKey")
+    if isinstance(ssh, Mapping) and ssh.get("hosts"):
+        return True
+    return any(spec.get(s) is not None for s in EXTERNAL_SOURCES)
 
 
 class WorkPools:
@@ -38,7 +47,7 @@ class WorkPools:
             self._pending -= 1
 
     def for_spec(self, spec: Mapping[str, Any]) -> ThreadPoolExecutor:
-        return self.external if any(spec.get(s) is not None for s in EXTERNAL_SOURCES) else self.local
+        return self.external if reaches_outside(spec) else self.local
 
     def submit(self, spec: Mapping[str, Any], call: Callable[..., T], *args: Any) -> Future[T]:
         with self._guard:

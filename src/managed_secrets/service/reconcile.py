@@ -44,6 +44,7 @@ from managed_secrets.service import lifecycle
 from managed_secrets.service.conditions import Outcome, desired_status, rotation_status, status_differs
 from managed_secrets.service.context import Deps, Pass
 from managed_secrets.service.events import EventRecorder
+from managed_secrets.service.hosts import host_status, targets_of
 from managed_secrets.service.pools import WorkPools
 from managed_secrets.service.projecting import project
 from managed_secrets.service.resource import ManagedSecretResource
@@ -492,6 +493,9 @@ class ManagedSecretService:
         new = desired_status(resource, record, outcome.conditions, projected, self.vault.clock.now())
         new.update(rotation_fields)
         new["retry"] = outcome.retry
+        new["hosts"] = host_status(
+            resource.status.get("hosts"), targets_of(spec.raw if spec is not None else None), outcome.reports
+        )
         if status_differs(resource.status, new):
             self._fence(resource.key)
             # Written along when the status changes anyway, never on its own: a hint for the next start-up.

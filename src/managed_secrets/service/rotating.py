@@ -143,8 +143,9 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
                 read_secret=p.read_secret,
                 key_id=p.spec.encryption_key,
                 attributes=attributes,
-                finish_with_limit=p.spec.version_limit if strategy.local_only else None,
+                finish_with_limit=p.spec.version_limit if strategy.is_local(config) else None,
                 fence=p.fence,
+                report=p.report,
             )
         )
     except Fenced:
@@ -176,7 +177,7 @@ def _begin(p: Pass, strategy: RotationStrategy, config: Mapping[str, object], st
         _warn_once(p, _reason(e), message)
         return False
     record = p.record
-    if strategy.local_only:
+    if strategy.is_local(config):
         if record is not None and record is not before:
             _rotated(p, strategy, started)
         return True
@@ -199,6 +200,7 @@ def _advance(p: Pass, strategy: RotationStrategy, config: Mapping[str, object]) 
             read_secret=p.read_secret,
             version_limit=p.spec.version_limit,
             fence=p.fence,
+            report=p.report,
         )
     except RotationFailed as e:
         if e.loaded is not None:

@@ -70,6 +70,7 @@ def source_value(p: Pass) -> SecretValue | None:
         config=config,
         current=current,
         read_secret=p.read_secret,
+        report=p.report,
     )
     return initial_value(strategy, ctx)
 
