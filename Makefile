@@ -43,9 +43,11 @@ integration: install  ## tests against a real control plane (started if KUBECONF
 
 # The replica and key-service tests stop the suite's operator for their run, so in ``make test`` they get a
 # control plane of their own (KUBECONFIG unset, even in CI) and run beside the rest, which mostly waits on the
-# API server; the packaging tests, which need no operator, join them to even out the two lanes. (The chart
+# API server; the packaging tests and the SSH server-rotation tests (whose crash cases restart the operator)
+# join them to even out the two lanes. (The chart
 # tests stay in the main lane: beside the replica and key-service modules one of them timed out once.)
-ISOLATED := tests/integration/test_replicas.py tests/integration/test_kms.py tests/integration/test_dist.py
+ISOLATED := tests/integration/test_replicas.py tests/integration/test_kms.py tests/integration/test_dist.py \
+  tests/integration/test_ssh_hosts.py
 .PHONY: integration-main integration-isolated
 integration-main: install
 	$(BIN)/pytest tests/integration -q $(addprefix --ignore=,$(ISOLATED))

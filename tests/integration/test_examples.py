@@ -45,4 +45,4 @@ def test_examples_are_valid(admin: client.ApiClient, kubeconfig: str) -> None:
         kube.delete_namespace(admin, "demo")
     assert result.returncode == 0, result.stderr
     created = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
-    assert sum("managedsecret.managedsecrets.io/" in line for line in created) == 5
+    assert sum("managedsecret.managedsecrets.io/" in line for line in created) == 6
