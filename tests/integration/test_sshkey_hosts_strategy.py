@@ -206,3 +206,34 @@ def test_a_failing_test_command_fails_the_test_step(hosts: tuple[SshServer, SshS
         steps.initial()
     assert failed.value.step == "test" and failed.value.reason == "LoginFailed"
     assert "the test command exited 3" in str(failed.value)
+
+
+def test_a_host_certificate_signed_by_a_known_ca_is_trusted(tmp_path: Path) -> None:
+    """knownHosts may name a CA (@cert-authority) instead of each host key; a host without its certificate is
+    refused."""
+    ca_private_path = tmp_path / "host-ca"
+    _ca, ca_public = keygen(ca_private_path, "host-ca")
+    admin_private, admin_public = keygen(tmp_path / "admin", "admin")
+    signed = SshServer(tmp_path / "signed", host_ca=ca_private_path)
+    unsigned = SshServer(tmp_path / "unsigned")
+    try:
+        for server in (signed, unsigned):
+            server.authorized_keys.write_text(admin_public + "\n")
+            server.start()
+        ca_type, ca_key = ca_public.split()[:2]
+        trusted = f"@cert-authority [127.0.0.1]:* {ca_type} {ca_key}\n"
+        steps = Steps(spec(signed, knownHosts=trusted), admin_private)
+        steps.initial()
+        assert signed.login(steps.key("v1"), tmp_path)
+        refused = Steps(spec(unsigned, knownHosts=trusted), admin_private)
+        with pytest.raises(RotationStepFailed) as failed:
+            refused.initial()
+        # The client offers only certificate host-key types, so sshd ends the key exchange; which error the
+        # client sees first (its own negotiation failure or the closed connection) is a race.
+        assert failed.value.step == "set" and unsigned.address in str(failed.value)
+        assert "no matching host key type found" in unsigned.log_text()
+        assert "publickey" not in unsigned.log_text()
+        assert not any("managedsecrets.io/" in line for line in unsigned.lines())
+    finally:
+        signed.stop()
+        unsigned.stop()

@@ -55,6 +55,8 @@ class SshServer:
     directory: Path
     user: str = field(default_factory=getpass.getuser)
     port: int = field(default_factory=free_port)
+    host_ca: Path | None = None
+    """A CA private key: the host key gets a host certificate signed by it (``HostCertificate``)."""
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -63,6 +65,15 @@ class SshServer:
         self.host_key = self.directory / "host_ed25519"
         if not self.host_key.exists():
             keygen(self.host_key, "host")
+        certificate: list[str] = []
+        if self.host_ca is not None:
+            subprocess.run(
+                [SSH_KEYGEN, "-q", "-s", str(self.host_ca), "-I", f"host-{self.port}", "-h", "-n", "127.0.0.1",
+                 str(self.host_key.with_suffix(".pub"))],
+                check=True,
+                timeout=30,
+            )  # fmt: skip
+            certificate = [f"HostCertificate {self.host_key}-cert.pub"]
         self.authorized_keys = self.directory / "authorized_keys"
         self.log = self.directory / "sshd.log"
         self.config = self.directory / "sshd_config"
@@ -71,6 +82,7 @@ class SshServer:
                 [
                     f"ListenAddress 127.0.0.1:{self.port}",
                     f"HostKey {self.host_key}",
+                    *certificate,
                     f"PidFile {self.directory / 'sshd.pid'}",
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     "PubkeyAuthentication yes",

@@ -460,3 +460,23 @@ def test_rotate_wait_prints_the_steps_to_a_terminal(
     code, out, err = run(capsys, "rotate", "a", "--request-id", "r1", "--wait")
     assert code == 0 and out.splitlines()[-1] == "managedsecret/a rotated: v3 is ACSCurrent"
     assert err.splitlines() == [f"managedsecret/a: rotating to v3: step {s}" for s in ("set", "test", "finish")]
+
+
+def test_status_shows_each_ssh_host(api: FakeApi, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hosts = [
+        {"host": "bastion-1:22", "versionId": "v3", "step": "finish", "state": "Current", "message": "holds v3"},
+        {
+            "host": "bastion-2:22",
+            "versionId": "v3",
+            "step": "set",
+            "state": "Failed",
+            "message": "HostUnreachable",
+        },
+    ]
+    api.objects[("dev-ns", "k")] = managed_secret("k", "dev-ns", hosts=hosts)
+    out = run(capsys, "status", "k")[1]
+    assert "  host bastion-1:22: Current v3 (step finish): holds v3" in out.splitlines()
+    assert "  host bastion-2:22: Failed v3 (step set): HostUnreachable" in out.splitlines()
+    assert json.loads(run(capsys, "status", "k", "-o", "json")[1])["hosts"] == hosts
+    api.objects[("dev-ns", "plain")] = managed_secret("plain", "dev-ns")
+    assert "hosts" not in json.loads(run(capsys, "status", "plain", "-o", "json")[1])

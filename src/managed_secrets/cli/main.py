@@ -304,6 +304,11 @@ def cmd_status(args: argparse.Namespace, conn: Connection) -> int:
                 if rotation.get("attempts"):
                     line += f", {rotation['attempts']} failed attempt(s): {rotation.get('lastError') or ''}"
                 print(line.rstrip(": "))
+            for host in status.get("hosts") or []:
+                print(
+                    f"  host {host.get('host')}: {host.get('state')} {host.get('versionId')} "
+                    f"(step {host.get('step')}): {host.get('message') or ''}".rstrip(": ")
+                )
 
     return _show(args, items, errors, output.summary, table)
 

@@ -74,6 +74,7 @@ def summary(obj: Mapping[str, Any]) -> dict[str, Any]:
         "rotation": status.get("rotation"),
         "retry": status.get("retry"),
         "projectedSecret": status.get("projectedSecret"),
+        **({"hosts": list(status["hosts"])} if status.get("hosts") else {}),
         "conditions": [
             {k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
             for c in status.get("conditions") or []

@@ -279,6 +279,14 @@ async def connect(
             "HostKeyRejected",
             f"the host key of {where} does not match sshKey.knownHosts; nothing was sent to it",
         ) from None
+    except asyncssh.KeyExchangeFailed:
+        # Among others: the host offers no host key of a kind knownHosts trusts (a CA-only knownHosts and a
+        # host without a certificate). Nothing was authenticated either way.
+        raise HostFailure(
+            "HostKeyRejected",
+            f"{where} offers no host key that sshKey.knownHosts trusts, or no common algorithm; nothing was sent "
+            "to it",
+        ) from None
     except asyncssh.PermissionDenied:
         raise HostFailure("AuthenticationFailed", f"{username}@{where} refused {key_name}") from None
     except TimeoutError:
