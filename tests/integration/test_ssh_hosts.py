@@ -8,6 +8,7 @@ servers' logs (``LogLevel VERBOSE`` names the key of every accepted login).
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,6 +146,18 @@ def test_three_rotations_across_two_hosts_keep_current_and_previous(
         public = status["publicKey"].split()
         assert all(f"{public[0]} {public[1]} managedsecrets.io/" in "\n".join(s.lines()) for s in fleet.hosts)
     assert condition(get_ms(admin, namespace, name), "RotationFailed")["status"] == "False"
+    # No private key in the operator's log (DEBUG), the ManagedSecret (status, annotations) or its Events.
+    events = client.CoreV1Api(admin).list_namespaced_event(namespace).items
+    texts = [
+        operator.process.logs(),
+        json.dumps(get_ms(admin, namespace, name)),
+        *(e.message or "" for e in events),
+    ]
+    texts += [s.log_text() for s in fleet.hosts]
+    for version, pem in keys.items():
+        body = b"".join(pem.splitlines()[1:-1]).decode()
+        for piece in (body[20:60], body[-60:-20]):
+            assert not any(piece in text for text in texts), f"a piece of the {version} private key leaked"
 
 
 @pytest.mark.parametrize("failpoint", ["after-set", "after-test"])
