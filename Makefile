@@ -99,7 +99,9 @@ cluster-down: install  ## stop the local control plane
 bench: install  ## benchmarks with figures and ratios against a baseline measured in the same run
 	$(BIN)/python -m bench
 
-.PHONY: bench-cluster bench-smoke
+.PHONY: bench-cluster bench-smoke bench-ssh
+bench-ssh: install  ## sshKey.hosts rotations against real sshd hosts on 127.0.0.1, beside a bare-login baseline (ARGS=--hosts 8)
+	$(BIN)/python -m bench.ssh_hosts $(ARGS)
 bench-cluster: install  ## the operator on its own local control plane: figures beside same-run baselines (ARGS=--quick)
 	$(BIN)/python -m bench.cluster $(ARGS)
 
