@@ -80,3 +80,17 @@ def test_cluster_benchmark_kms_option_and_its_figures(tmp_path: Path) -> None:
     assert line.endswith("(status 2)")
     line = figure_line(Figure("7", "operator KMS decrypts per cold start", 1, "calls", "the seal", 1))
     assert line.endswith("ratio    1.00x")
+
+
+def test_ssh_hosts_benchmark_runs_against_real_sshd() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ssh_hosts", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("rotation, concurrency")]
+    assert len(rows) == 2 and all(line.rstrip().endswith("x") for line in rows)
+    assert "SSH logins per rotation: 6" in out
