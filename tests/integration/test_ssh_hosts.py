@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from managed_secrets.names import MOVE_STAGE_ANNOTATION, StageMoveRequest
 from managed_secrets.store import RecordKey
 from support import kube
 from support.operator import (
@@ -273,3 +274,42 @@ def test_a_wrong_host_key_is_refused_without_a_login_attempt(
     for word in ("publickey", "Accepted", "Failed", "Postponed"):
         assert word not in seen, f"host b saw an authentication attempt ({word})"
     assert not any("managedsecrets.io/" in line for line in fleet.b.lines())
+
+
+def test_a_rollback_puts_the_old_key_back_on_every_host_first_and_is_refused_while_a_host_is_down(
+    admin: client.ApiClient, namespace: str, operator: OperatorEnvironment, fleet: Fleet
+) -> None:
+    name = "rollback"
+    create(admin, namespace, managed_secret(name, type="SSHKey", sshKey=fleet.spec()))
+    wait_ready(admin, namespace, name, timeout=90)
+    v1 = projected_key(admin, namespace, name)
+    rotate_to(admin, namespace, name, "r2", "v2")
+    rotate_to(admin, namespace, name, "r3", "v3")
+    kube.eventually(lambda: projected_key(admin, namespace, name) != v1, what="v3 projected")
+    v3 = projected_key(admin, namespace, name)
+    assert not fleet.a.login(v1, fleet.tmp), "v1 was removed by the second rotation's finish"
+
+    def refusals() -> list[str]:
+        return [
+            e.message
+            for e in client.CoreV1Api(admin).list_namespaced_event(namespace).items
+            if e.reason == "StageMoveRefused" and e.involved_object.name == name
+        ]
+
+    fleet.b.stop()
+    move = StageMoveRequest("ACSCurrent", "v1", "back-1").encode()
+    annotate(admin, namespace, name, {MOVE_STAGE_ANNOTATION: move})
+    refused = kube.eventually(refusals, timeout=60, what="the rollback refused")
+    assert (
+        f"moving ACSCurrent to v1 refused: set step failed: 1 of 2 hosts failed ({fleet.b.address}" in refused[0]
+    )
+    assert current_version(admin, namespace, name) == "v3" and projected_key(admin, namespace, name) == v3
+    fleet.b.start()
+    annotate(
+        admin, namespace, name, {MOVE_STAGE_ANNOTATION: StageMoveRequest("ACSCurrent", "v1", "back-2").encode()}
+    )
+    kube.eventually(lambda: current_version(admin, namespace, name) == "v1", timeout=60, what="the rollback")
+    kube.eventually(lambda: projected_key(admin, namespace, name) == v1, what="v1 projected again")
+    for server in fleet.hosts:
+        assert server.login(v1, fleet.tmp), f"the rolled-back key does not log in to {server.address}"
+        assert server.login(v3, fleet.tmp), "the key current before the rollback (now ACSPrevious) was removed"

@@ -3,6 +3,11 @@
 The annotation holds a ``StageMoveRequest`` (``{"label": "ACSCurrent", "version": "v3", "id": "..."}``);
 each request id is applied once, remembered in the store attributes with the time of the move (a rollback
 restarts the rotation schedule from then).
+
+For a strategy with target systems (``sshKey.hosts``), ``ACSCurrent`` moves onto a version only once every
+target accepts it: its *set* and *test* steps run first for that version (the rolled-back key is put back in
+``authorized_keys`` and logged in with). A target that fails refuses the move, naming it; nothing is removed
+from the targets here (the next rotation's *finish* keeps the new current and previous keys only).
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import logging
 
 from managed_secrets.domain import move_label
 from managed_secrets.domain.clock import iso
+from managed_secrets.domain.labels import StageLabel
 from managed_secrets.errors import IntegrityError, InvalidRequest
 from managed_secrets.names import LAST_STAGE_MOVE, LAST_STAGE_MOVE_TIME, StageMoveRequest
+from managed_secrets.rotation.strategies import strategy_for
+from managed_secrets.rotation.strategy import RotationStepFailed
 from managed_secrets.service.context import Pass
 
 __all__ = ["move_stage"]
@@ -41,6 +49,8 @@ def move_stage(p: Pass) -> None:
     label, version = request.label, request.version
     try:
         _check_opens(p, version)
+        if label == StageLabel.CURRENT:
+            _targets_accept(p, version)
         p.keep(
             vault.change(
                 p.key,
@@ -49,7 +59,7 @@ def move_stage(p: Pass) -> None:
                 known=p.loaded,
             )
         )
-    except (InvalidRequest, IntegrityError) as e:
+    except (InvalidRequest, IntegrityError, RotationStepFailed) as e:
         p.keep(vault.change(p.key, lambda r: r, attributes=lambda a: {**a, LAST_STAGE_MOVE: request.id}))
         p.warning("StageMoveRefused", f"moving {label} to {version} refused: {e}")
         return
@@ -65,3 +75,21 @@ def _check_opens(p: Pass, version_id: str) -> None:
     found = record.find_version(version_id)
     if found is not None:
         p.open(found)
+
+
+def _targets_accept(p: Pass, version_id: str) -> None:
+    """Runs *set* and *test* of ``version_id`` on the strategy's targets (if any) before it becomes current."""
+    record = p.record
+    found = strategy_for(p.spec.raw)
+    if record is None or found is None or (record.current is not None and record.current.id == version_id):
+        return
+    strategy, config = found
+    version = record.find_version(version_id)
+    if version is None or not strategy.targets(config):
+        return  # an unknown version is refused by move_label, with its own message
+    value = p.open(version)
+    ctx = p.deps.engine.context(record, version_id, config, p.read_secret, p.report)
+    p.fence()
+    strategy.set(ctx, value)
+    p.fence()
+    strategy.test(ctx, value)
