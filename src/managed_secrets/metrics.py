@@ -30,7 +30,7 @@ import datetime as dt
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,6 +48,7 @@ from prometheus_client import (
 )
 
 from managed_secrets import __version__
+from managed_secrets.metrics_objects import PER_OBJECT_CONDITIONS, Tracked, render_objects
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -72,8 +73,6 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 # series): the ones alerts and dashboards read. Every condition type is still counted, without the object's
 # name, by ``managed_secrets_with_condition``. Two series per condition and object keep 10,000 objects at
 # 80,000 series.
-PER_OBJECT_CONDITIONS = ("Ready", "Projected", "Rotating", "RotationFailed")
-_STATUSES = ("True", "False")
 
 
 class RotationResult(StrEnum):
@@ -126,83 +125,6 @@ def error_reason(error: BaseException) -> str:
     return type(error).__name__
 
 
-class _Tracked:
-    """What the per-object series of one ManagedSecret are served from (a few slots: 10,000 objects are normal)."""
-
-    __slots__ = ("conditions", "failures", "last_rotation", "next_rotation")
-
-    def __init__(self) -> None:
-        self.conditions: tuple[tuple[str, str], ...] = ()
-        self.next_rotation: float | None = None
-        self.last_rotation: float | None = None
-        self.failures: int | None = None
-
-
-# The per-object families: (name, help). Rendered by ``OperatorMetrics.exposition`` straight from the objects'
-# records (prometheus_client would need a child object per series and ~10 us per sample to render it; this is
-# about a tenth of that, which keeps a scrape of 10,000 objects near 0.1 s).
-_STATUS_CONDITION = "managed_secrets_status_condition"
-_NEXT_ROTATION = "managed_secrets_next_rotation_timestamp_seconds"
-_LAST_ROTATION = "managed_secrets_last_rotation_timestamp_seconds"
-_ROTATION_FAILURES = "managed_secrets_rotation_failures"
-PER_OBJECT_FAMILIES: tuple[tuple[str, str], ...] = (
-    (
-        _STATUS_CONDITION,
-        "1 when condition `condition` of ManagedSecret namespace/name has status `status`, else 0 (conditions "
-        + ", ".join(PER_OBJECT_CONDITIONS)
-        + ").",
-    ),
-    (
-        _NEXT_ROTATION,
-        "Unix time at which the next rotation of a ManagedSecret is due; kept while a rotation is in flight or "
-        "failing, removed when rotation is disabled or the object is deleted.",
-    ),
-    (
-        _LAST_ROTATION,
-        "Unix time of the last successful rotation of a ManagedSecret (creation of its current rotated version).",
-    ),
-    (_ROTATION_FAILURES, "Consecutive failed attempts of the rotation of a ManagedSecret (0 after a success)."),
-)
-
-
-def _label(value: str) -> str:
-    """A label value escaped for the text format (Kubernetes names never need it; this is the safety net)."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return value
-
-
-def _render_objects(
-    tracked: Iterable[tuple[str, str, tuple[tuple[str, str], ...], float | None, float | None, int | None]],
-) -> bytes:
-    """The per-object families in the text format (HELP and TYPE even without samples)."""
-    lines: dict[str, list[str]] = {name: [] for name, _doc in PER_OBJECT_FAMILIES}
-    status, next_rotation = lines[_STATUS_CONDITION], lines[_NEXT_ROTATION]
-    last_rotation, failures = lines[_LAST_ROTATION], lines[_ROTATION_FAILURES]
-    wanted = frozenset(PER_OBJECT_CONDITIONS)
-    for namespace, name, conditions, next_at, last_at, failed in tracked:
-        ids = f'name="{_label(name)}",namespace="{_label(namespace)}"'
-        for kind, value in conditions:
-            if kind not in wanted:
-                continue
-            for s in _STATUSES if value in _STATUSES else (*_STATUSES, value):
-                status.append(
-                    f'{_STATUS_CONDITION}{{condition="{kind}",{ids},status="{_label(s)}"}} '
-                    f"{'1.0' if s == value else '0.0'}\n"
-                )
-        if next_at is not None:
-            next_rotation.append(f"{_NEXT_ROTATION}{{{ids}}} {next_at!r}\n")
-        if last_at is not None:
-            last_rotation.append(f"{_LAST_ROTATION}{{{ids}}} {last_at!r}\n")
-        if failed is not None:
-            failures.append(f"{_ROTATION_FAILURES}{{{ids}}} {float(failed)}\n")
-    out: list[str] = []
-    for name, doc in PER_OBJECT_FAMILIES:
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-        out.extend(lines[name])
-    return "".join(out).encode()
-
-
 class OperatorMetrics:
     """The operator's metrics, in a registry of their own (plus the process/GC/platform collectors)."""
 
@@ -213,7 +135,7 @@ class OperatorMetrics:
                 self.registry.register(collector)
         self._lock = threading.Lock()
         # (namespace, name) -> the object's per-object state; the condition gauge is counted from it too.
-        self._tracked: dict[tuple[str, str], _Tracked] = {}
+        self._tracked: dict[tuple[str, str], Tracked] = {}
         # Interned condition tuples: objects in the same state share one tuple.
         self._condition_sets: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         self._build_info = Gauge(
@@ -381,7 +303,7 @@ class OperatorMetrics:
             new = self._condition_sets.setdefault(new, new)
             tracked = self._tracked.get((namespace, name))
             if tracked is None:
-                tracked = self._tracked[(namespace, name)] = _Tracked()
+                tracked = self._tracked[(namespace, name)] = Tracked()
             old = tracked.conditions
             tracked.conditions = new
             self._shift(dict(old), dict(new))
@@ -405,11 +327,11 @@ class OperatorMetrics:
             if old.get(kind) != status:
                 self._with_condition.labels(kind, status).inc()
 
-    def _state(self, namespace: str, name: str, *, create: bool) -> _Tracked | None:
+    def _state(self, namespace: str, name: str, *, create: bool) -> Tracked | None:
         """The object's state (the caller holds the lock)."""
         tracked = self._tracked.get((namespace, name))
         if tracked is None and create:
-            tracked = self._tracked[(namespace, name)] = _Tracked()
+            tracked = self._tracked[(namespace, name)] = Tracked()
         return tracked
 
     # --- rotations --------------------------------------------------------------------------------------
@@ -569,7 +491,7 @@ class OperatorMetrics:
                 (namespace, name, t.conditions, t.next_rotation, t.last_rotation, t.failures)
                 for (namespace, name), t in self._tracked.items()
             ]
-        return bytes(generate_latest(self.registry)) + _render_objects(tracked)
+        return bytes(generate_latest(self.registry)) + render_objects(tracked)
 
 
 def _reason(reason: str | BaseException) -> str:
