@@ -3,6 +3,8 @@
 The session fixture starts ``hack/cluster.py up --with-node`` (control plane, containerd, CNI bridge, kubelet
 ``mso-node``, kube-scheduler; see the "node" section of hack/cluster.py) in a temporary directory and stops it
 when the session ends. Root only (containerd, runc, CNI and iptables need it): the tests fail otherwise.
+``node_operator`` runs the operator as a process with its own ServiceAccount (deploy/rbac.yaml), as in
+tests/integration; ``operator_image`` is the image from ``make image``, imported into the node's containerd.
 Figures the tests measure are printed in the terminal summary.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import time
 import uuid
@@ -24,7 +27,11 @@ from kubernetes.client.rest import ApiException
 
 import cluster as local_cluster
 from support import kube
+from support.operator import OperatorEnvironment, install_admission_policy, install_crd
 
+ROOT = Path(__file__).resolve().parents[2]
+# A cold image build (debootstrap, wheels) takes minutes; with buildah's layer cache it is seconds.
+BUILD_TIMEOUT = 900
 FIGURES: dict[str, str] = {}
 
 
@@ -65,6 +72,78 @@ def node_cluster() -> Iterator[NodeCluster]:
         )
     finally:
         local_cluster.down(state)
+
+
+@pytest.fixture(scope="module")
+def node_operator(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorEnvironment]:
+    install_crd(node_cluster.api)
+    install_admission_policy(node_cluster.api)
+    env = OperatorEnvironment(node_cluster.api, tmp_path_factory.mktemp("node-operator"))
+    env.process.start()
+    yield env
+    env.close()
+
+
+@dataclass(frozen=True)
+class OperatorImage:
+    ref: str
+
+    @property
+    def repository(self) -> str:
+        return self.ref.rsplit(":", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.ref.rsplit(":", 1)[1]
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def operator_image(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> OperatorImage:
+    """``make image``, pushed to an OCI archive and imported into the node's containerd (once a session)."""
+    started = time.monotonic()
+    try:
+        built = subprocess.run(
+            ["bash", str(ROOT / "hack" / "build-image.sh")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"hack/build-image.sh timed out after {BUILD_TIMEOUT}s:\n{tail(str(e.stderr or ''))}")
+    if built.returncode != 0:
+        pytest.fail(f"hack/build-image.sh exited {built.returncode}:\n{tail(built.stderr + built.stdout)}")
+    values = dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)
+    ref, driver = values["image"], values["storage_driver"]
+    FIGURES["make image (hack/build-image.sh)"] = f"{time.monotonic() - started:.1f}s ({driver} storage)"
+
+    archive = tmp_path_factory.mktemp("operator-image") / "operator.tar"
+    pushed_at = time.monotonic()
+    # oci-archive:PATH:NAME keeps the image's name (index.json's org.opencontainers.image.ref.name), which is
+    # what containerd names the imported image after.
+    pushed = subprocess.run(
+        ["buildah", "--storage-driver", driver, "push", "--quiet", ref, f"oci-archive:{archive}:{ref}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert pushed.returncode == 0, f"buildah push exited {pushed.returncode}:\n{pushed.stderr}{pushed.stdout}"
+    size = archive.stat().st_size / 2**20
+    FIGURES["buildah push -> OCI archive"] = f"{time.monotonic() - pushed_at:.1f}s ({size:.0f} MiB)"
+
+    imported_at = time.monotonic()
+    local_cluster.import_image(node_cluster.state_dir, archive, ref)
+    FIGURES["operator image import into containerd"] = f"{time.monotonic() - imported_at:.1f}s"
+    archive.unlink()  # containerd has its own copy now
+    return OperatorImage(ref)
 
 
 @pytest.fixture

@@ -46,81 +46,19 @@ from support.operator import (
     wait_ready,
 )
 
-from .conftest import FIGURES, NodeCluster, wait_for
+from .conftest import FIGURES, ROOT, NodeCluster, OperatorImage, tail, wait_for
 
 # A cold image build (debootstrap, wheels) takes minutes; with buildah's layer cache it is seconds.
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "managed-secrets-operator"
 CHART_NAME = "managed-secrets-operator"
-BUILD_TIMEOUT = 900
 KEYRING_SECRET = "managed-secrets-keyring"
 CRD_NAME = "managedsecrets.managedsecrets.io"
 UID = 65532
 # Waiting reasons that mean the pod will not start by itself.
 STUCK = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerError",
          "CreateContainerConfigError", "RunContainerError", "InvalidImageName")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class OperatorImage:
-    ref: str
-
-    @property
-    def repository(self) -> str:
-        return self.ref.rsplit(":", 1)[0]
-
-    @property
-    def tag(self) -> str:
-        return self.ref.rsplit(":", 1)[1]
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@pytest.fixture(scope="module")
-def operator_image(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> OperatorImage:
-    """``make image``, pushed to an OCI archive and imported into the node's containerd."""
-    started = time.monotonic()
-    try:
-        built = subprocess.run(
-            ["bash", str(ROOT / "hack" / "build-image.sh")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"hack/build-image.sh timed out after {BUILD_TIMEOUT}s:\n{_tail(str(e.stderr or ''))}")
-    if built.returncode != 0:
-        pytest.fail(f"hack/build-image.sh exited {built.returncode}:\n{_tail(built.stderr + built.stdout)}")
-    values = dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)
-    ref, driver = values["image"], values["storage_driver"]
-    FIGURES["make image (hack/build-image.sh)"] = f"{time.monotonic() - started:.1f}s ({driver} storage)"
-
-    archive = tmp_path_factory.mktemp("operator-image") / "operator.tar"
-    pushed_at = time.monotonic()
-    # oci-archive:PATH:NAME keeps the image's name (index.json's org.opencontainers.image.ref.name), which is
-    # what containerd names the imported image after.
-    pushed = subprocess.run(
-        ["buildah", "--storage-driver", driver, "push", "--quiet", ref, f"oci-archive:{archive}:{ref}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert pushed.returncode == 0, f"buildah push exited {pushed.returncode}:\n{pushed.stderr}{pushed.stdout}"
-    size = archive.stat().st_size / 2**20
-    FIGURES["buildah push -> OCI archive"] = f"{time.monotonic() - pushed_at:.1f}s ({size:.0f} MiB)"
-
-    imported_at = time.monotonic()
-    local_cluster.import_image(node_cluster.state_dir, archive, ref)
-    FIGURES["operator image import into containerd"] = f"{time.monotonic() - imported_at:.1f}s"
-    archive.unlink()  # containerd has its own copy now
-    return OperatorImage(ref)
 
 
 # --- tools -------------------------------------------------------------------------------------------------
@@ -362,7 +300,7 @@ def test_the_chart_runs_the_image_as_a_restricted_pod_that_serves_managed_secret
     gone = lambda: objects.get_namespaced_custom_object(GROUP, VERSION, app, PLURAL, "deleted")  # noqa: E731
     wait_for(lambda: kube.status_of(gone) == 404, 60, "the deleted ManagedSecret to be gone")
     logs = core.read_namespaced_pod_log(name, ns)
-    assert not re.search(r"APIForbiddenError|Forbidden|forbidden|HTTP 403", logs), _tail(logs)
+    assert not re.search(r"APIForbiddenError|Forbidden|forbidden|HTTP 403", logs), tail(logs)
 
     # --- helm uninstall leaves what NOTES.txt says --------------------------------------------------------
     # The pod's log as it stops (gone with the pod otherwise): its Lease hand-over shows there.
@@ -412,6 +350,6 @@ def test_the_chart_runs_the_image_as_a_restricted_pod_that_serves_managed_secret
     leases = client.CoordinationV1Api(api).list_namespaced_lease(ns, label_selector=f"{MEMBER_LABEL}=true").items
     assert len(leases) <= 1, (
         f"member Lease(s) left after helm uninstall: {[lease.metadata.name for lease in leases]}; "
-        f"the pod's log as it stopped:\n{_tail(shutdown_log, 30)}"
+        f"the pod's log as it stopped:\n{tail(shutdown_log, 30)}"
     )
     assert all(lease.metadata.name.startswith(f"managed-secrets-member-{release.fullname}") for lease in leases)

@@ -1,6 +1,7 @@
 """ManagedSecrets consumed by real Pods on the local node: the projected Secret mounted as a volume follows a
 rotation, and a Deployment in ``restartTargets`` rolls exactly once per rotation and its new Pod reads the new
-value. The operator runs as a process with its own ServiceAccount (deploy/rbac.yaml), as in tests/integration.
+value. The operator runs as a process with its own ServiceAccount (deploy/rbac.yaml), as in tests/integration
+(``node_operator`` in conftest.py).
 """
 
 from __future__ import annotations
@@ -9,37 +10,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
-from support.operator import (
-    OperatorEnvironment,
-    create,
-    install_admission_policy,
-    install_crd,
-    managed_secret,
-    secret_data,
-    wait_ready,
-)
+from support.operator import OperatorEnvironment, create, managed_secret, secret_data, wait_ready
 
 from .conftest import FIGURES, NodeCluster, wait_for
 from .test_node import PROPAGATION_LIMIT, _logs, _phase, _pod
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture(scope="module")
-def node_operator(
-    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorEnvironment]:
-    install_crd(node_cluster.api)
-    install_admission_policy(node_cluster.api)
-    env = OperatorEnvironment(node_cluster.api, tmp_path_factory.mktemp("node-operator"))
-    env.process.start()
-    yield env
-    env.close()
 
 
 def plugin(node_cluster: NodeCluster, *args: str) -> subprocess.CompletedProcess[str]:
