@@ -14,7 +14,16 @@ import time
 import pytest
 from kubernetes import client
 
-from support.operator import OperatorEnvironment, create, managed_secret, secret_data, wait_ready
+from support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OperatorEnvironment,
+    create,
+    managed_secret,
+    secret_data,
+    wait_ready,
+)
 
 from .conftest import FIGURES, NodeCluster, wait_for
 from .test_node import PROPAGATION_LIMIT, _logs, _phase, _pod
@@ -141,7 +150,23 @@ def test_a_restart_target_rolls_once_and_its_new_pod_reads_the_new_value(
     wait_for(lambda: [p.metadata.name for p in pods()] == [new.metadata.name], 60, "the old pod to be gone")
     # Exactly one rollout: one new ReplicaSet, and none more while the operator keeps running.
     assert len(apps.list_namespaced_replica_set(ns, label_selector="app=web").items) == replica_sets + 1
-    time.sleep(10)
+    # A later pass of the operator over the same version rolls nothing: change the spec (not the value) and
+    # wait until the operator has observed that generation, then count again.
+    objects = client.CustomObjectsApi(node_cluster.api)
+    patched = objects.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "web-db", {"spec": {"description": "after the rollout"}}
+    )
+    generation = patched["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            (objects.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "web-db").get("status") or {}).get(
+                "observedGeneration"
+            )
+            == generation
+        ),
+        60,
+        "the operator to observe the spec change",
+    )
     assert len(apps.list_namespaced_replica_set(ns, label_selector="app=web").items) == replica_sets + 1
     template = apps.read_namespaced_deployment("web", ns).spec.template.metadata.annotations or {}
     assert any("web-db" in v for v in template.values()), template
