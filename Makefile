@@ -54,11 +54,18 @@ integration-main: install
 integration-isolated: install
 	env -u KUBECONFIG -u MSO_REQUIRE_EXISTING_CLUSTER $(BIN)/pytest $(ISOLATED) -q -p no:cacheprovider
 
-# Two lanes, one per core: the unit tests under coverage, and beside them the cluster benchmark's smoke run
-# (its own control plane) followed by the static checks; then the integration tests, in two lanes as well.
+# The unit tests under coverage, and beside them the cluster benchmark's smoke run (its own control plane)
+# followed by the static checks; once both are done, the integration tests in two lanes. The node tests mostly
+# wait on the kubelet's one-minute sync period, so they run from the start beside all of that.
 test: install  ## everything: lint, types, unit tests with coverage, a cluster-benchmark smoke run, integration tests, node tests (the README's test command)
-	$(MAKE) --no-print-directory -j3 --output-sync=target coverage smoke-and-checks node-test-if-root
-	$(MAKE) --no-print-directory -j2 --output-sync=target integration-main integration-isolated
+	$(MAKE) --no-print-directory -j4 --output-sync=target test-lanes
+
+.PHONY: test-lanes test-main-lane test-isolated-lane
+test-lanes: test-main-lane test-isolated-lane node-test-if-root
+test-main-lane: coverage smoke-and-checks
+	$(MAKE) --no-print-directory integration-main
+test-isolated-lane: coverage smoke-and-checks
+	$(MAKE) --no-print-directory integration-isolated
 
 # Pods on a real local node (containerd, runc, CNI, kubelet, kube-scheduler): they need root. Mostly waiting on
 # the kubelet's sync period, so they run beside the unit tests and the static checks.
