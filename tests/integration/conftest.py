@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from kubernetes import client
 
 import cluster as local_cluster
 from support import kube
-from support.databases import REQUIRED_ENV, SCRIPT, MariaDB, Postgres, Server, read_env_file
+from support.databases import MariaDB, Postgres, Server, database_servers
 from support.https_endpoint import LOCALHOST, Endpoint, make_authority, make_server_cert, serve
 from support.operator import GROUP, PLURAL, VERSION, OperatorEnvironment, install_admission_policy, install_crd
 
@@ -92,23 +91,8 @@ def operator(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def database_env() -> Iterator[dict[str, str]]:
     """Connection details of both servers: from the environment, or from servers started here."""
-    if all(os.environ.get(key) for key in REQUIRED_ENV):
-        yield {key: value for key, value in os.environ.items() if key.startswith(("MSO_PG_", "MSO_MYSQL_"))}
-        return
-    state = Path(tempfile.mkdtemp(prefix="mso-test-databases-"))
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "up", "--dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if started.returncode != 0:
-        pytest.fail(f"hack/databases.sh up failed ({started.returncode}):\n{started.stderr[-4000:]}")
-    try:
-        yield read_env_file(Path(started.stdout.strip().splitlines()[-1]))
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "down", "--dir", str(state)], capture_output=True, check=False)
+    with database_servers() as env:
+        yield env
 
 
 @pytest.fixture(scope="session")

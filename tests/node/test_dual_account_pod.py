@@ -17,20 +17,16 @@ ServiceAccount (``node_operator``); the pod's client is Python and psycopg from 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from support.databases import ADMIN_SECRET, SCRIPT, Postgres, read_env_file, unique
+from support.databases import ADMIN_SECRET, Postgres, database_servers, unique
 from support.operator import OperatorEnvironment, annotate, create, get_ms, managed_secret, secret_data, wait_ready
 
 from .conftest import FIGURES, NodeCluster, OperatorImage, tail, wait_for
@@ -39,7 +35,6 @@ from .test_node import PROPAGATION_LIMIT, _logs, _phase
 # The image build (seconds from buildah's cache) and three kubelet syncs of about a minute each.
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
 
-PG_ENV = ("MSO_PG_HOST", "MSO_PG_PORT", "MSO_PG_USER", "MSO_PG_PASSWORD")
 NAME = "app-db"
 POD = "db-client"
 MOUNT = "/etc/app-db"
@@ -117,29 +112,10 @@ def first_login(log: list[Attempt], user: str, after_seq: int) -> Attempt | None
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """hack/databases.sh's PostgreSQL server: CI's (MSO_PG_* set), or one started here and stopped after."""
-    if all(os.environ.get(key) for key in PG_ENV):
-        server = Postgres(os.environ)
+    with database_servers("mso-node-databases-") as env:
+        server = Postgres(env)
         yield server
         server.drop_accounts()
-        return
-    state = Path(tempfile.mkdtemp(prefix="mso-node-databases-"))
-    try:
-        started = subprocess.run(
-            ["bash", str(SCRIPT), "up", "--dir", str(state)],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
-        )
-        if started.returncode != 0:
-            pytest.fail(f"hack/databases.sh up exited {started.returncode}:\n{tail(started.stderr)}")
-        server = Postgres(read_env_file(Path(started.stdout.strip().splitlines()[-1])))
-        yield server
-        server.drop_accounts()
-    finally:
-        subprocess.run(
-            ["bash", str(SCRIPT), "down", "--dir", str(state)], capture_output=True, timeout=300, check=False
-        )
 
 
 def decoded(node_cluster: NodeCluster, ns: str) -> dict[str, str]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pymysql
+import pytest
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +42,32 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key] = value
     return values
+
+
+@contextlib.contextmanager
+def database_servers(prefix: str = "mso-test-databases-") -> Iterator[dict[str, str]]:
+    """Connection details of both servers: from the environment (``hack/databases.sh env``, as CI exports them),
+    or from servers started here with ``hack/databases.sh up`` and stopped on exit. Never a skip: a server that
+    does not start fails the test."""
+    if all(os.environ.get(key) for key in REQUIRED_ENV):
+        yield {key: value for key, value in os.environ.items() if key.startswith(("MSO_PG_", "MSO_MYSQL_"))}
+        return
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        started = subprocess.run(
+            ["bash", str(SCRIPT), "up", "--dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        if started.returncode != 0:
+            pytest.fail(f"hack/databases.sh up failed ({started.returncode}):\n{started.stderr[-4000:]}")
+        yield read_env_file(Path(started.stdout.strip().splitlines()[-1]))
+    finally:
+        subprocess.run(
+            ["bash", str(SCRIPT), "down", "--dir", str(state)], capture_output=True, timeout=300, check=False
+        )
 
 
 def unique(prefix: str) -> str:

@@ -248,17 +248,8 @@ class SSHKeyStrategy(RotationStrategy):
         if hosts is None:
             return
         line = _key_line(pending, ctx.config, "set")
-        admin_key = self._admin_key(ctx, hosts, "set")
         secret_id, version_id = ctx.secret_id, ctx.version_id
-
-        async def on(host: Host) -> bool:
-            s = await session(host, hosts.settings, hosts.admin_user, admin_key, hosts.admin_key_label)
-            try:
-                return await s.edit(lambda text: install(text, secret_id, version_id, line))
-            finally:
-                await s.close()
-
-        results = run_on_hosts(hosts.hosts, hosts.concurrency, on)
+        results = self._edit(ctx, hosts, "set", lambda text: install(text, secret_id, version_id, line))
         _conclude(
             ctx,
             hosts,
@@ -305,21 +296,28 @@ class SSHKeyStrategy(RotationStrategy):
         keep = {ctx.version_id: _key_line(pending, ctx.config, "finish")}
         if ctx.current is not None and ctx.current_id is not None and ctx.current_id != ctx.version_id:
             keep[ctx.current_id] = _key_line(ctx.current, ctx.config, "finish")
-        admin_key = self._admin_key(ctx, hosts, "finish")
         secret_id = ctx.secret_id
+        held = " and ".join(f"{v} (ACSCurrent)" if v == ctx.version_id else f"{v} (ACSPrevious)" for v in keep)
+        results = self._edit(ctx, hosts, "finish", lambda text: keep_only(text, secret_id, keep))
+        _conclude(
+            ctx, hosts, "finish", results, state="Current", message=lambda _: f"authorized_keys holds {held} only"
+        )
+
+    def _edit(
+        self, ctx: RotationContext, hosts: HostsConfig, step: str, change: Callable[[bytes | None], bytes | None]
+    ) -> list[bool | HostFailure]:
+        """``change`` applied to ``authorized_keys`` on every host, logged in with the admin key: per host,
+        whether the file was rewritten, or its failure."""
+        admin_key = self._admin_key(ctx, hosts, step)
 
         async def on(host: Host) -> bool:
             s = await session(host, hosts.settings, hosts.admin_user, admin_key, hosts.admin_key_label)
             try:
-                return await s.edit(lambda text: keep_only(text, secret_id, keep))
+                return await s.edit(change)
             finally:
                 await s.close()
 
-        held = " and ".join(f"{v} (ACSCurrent)" if v == ctx.version_id else f"{v} (ACSPrevious)" for v in keep)
-        results = run_on_hosts(hosts.hosts, hosts.concurrency, on)
-        _conclude(
-            ctx, hosts, "finish", results, state="Current", message=lambda _: f"authorized_keys holds {held} only"
-        )
+        return run_on_hosts(hosts.hosts, hosts.concurrency, on)
 
     def _admin_key(self, ctx: RotationContext, hosts: HostsConfig, step: str) -> Any:
         data = ctx.read_secret(hosts.admin_secret)
