@@ -530,6 +530,7 @@ def test_replicas_by_default_roll_spread_and_keep_one_through_drains() -> None:
     # The replica's identity comes from the downward API: its member Lease is named after its pod.
     env = env_of(docs)
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}  # the pod owns its Lease
     assert "MSO_IDENTITY" not in env
 
     # Rolling with one replica too (the new pod takes over the shards the old one hands over).
@@ -1142,7 +1143,12 @@ def operator_for(admin: client.ApiClient, release: Release, workdir: Path) -> Op
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(release.fullname, release.namespace)
     pod = deployment.spec.template.spec
     env: dict[str, str] = {}
-    fields = {"metadata.namespace": release.namespace, "metadata.name": f"{release.name}-local"}
+    # No pod here: an empty POD_UID gives the member Lease no owner (one naming no real pod would be collected).
+    fields = {
+        "metadata.namespace": release.namespace,
+        "metadata.name": f"{release.name}-local",
+        "metadata.uid": "",
+    }
     for var in pod.containers[0].env:
         if var.value_from is not None:
             env[var.name] = fields[var.value_from.field_ref.field_path]

@@ -4,6 +4,10 @@ One Lease per replica, named after it and labelled ``managedsecrets.io/member=tr
 replica, ``renewTime`` moves with every renewal, and the annotation ``managedsecrets.io/shards`` names the
 shards it holds. Only its replica writes a Lease (the leader also deletes Leases long expired), always with the
 resourceVersion it last saw.
+
+In a pod (the chart passes ``POD_NAME`` and ``POD_UID`` from the downward API) the Lease is owned by that Pod,
+so Kubernetes' garbage collector deletes it with the pod: after ``helm uninstall`` or a rolling update, even
+though the Role that lets a replica delete its own Lease may be gone before the pod stops.
 """
 
 from __future__ import annotations
@@ -29,9 +33,19 @@ def lease_name(prefix: str, identity: str) -> str:
 
 
 class MemberLeases:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, pod: tuple[str, str] | None = None) -> None:
+        """``pod``: the name and uid of the Pod this replica runs in, which then owns its Lease."""
         self._api = client.CoordinationV1Api(api)
         self.namespace = namespace
+        self._owners = (
+            [
+                client.V1OwnerReference(
+                    api_version="v1", kind="Pod", name=pod[0], uid=pod[1], block_owner_deletion=False
+                )
+            ]
+            if pod is not None
+            else None
+        )
 
     def list(self) -> list[LeaseRecord]:
         leases = self._api.list_namespaced_lease(
@@ -65,6 +79,7 @@ class MemberLeases:
                 labels={MEMBER_LABEL: "true", "app.kubernetes.io/name": "managed-secrets-operator"},
                 annotations=annotations,
                 resource_version=revision,
+                owner_references=self._owners,
             ),
             spec=client.V1LeaseSpec(
                 holder_identity=identity,

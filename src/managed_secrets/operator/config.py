@@ -24,6 +24,8 @@ class OperatorConfig:
     watch_timeout_seconds: int = 300
     min_rotation_interval_seconds: float = 60.0
     identity: str = ""
+    pod: tuple[str, str] | None = None
+    """The Pod this process runs in (``POD_NAME``, ``POD_UID``): it owns the member Lease."""
     shards: int = 16
     lease_seconds: float = 15.0
     lease_renew_seconds: float = 2.0
@@ -58,6 +60,7 @@ class OperatorConfig:
             min_rotation_interval_seconds=float(env.get("MSO_MIN_ROTATION_INTERVAL_SECONDS", "60")),
             # The pod's name (the chart passes it in): each replica's member Lease is named after it.
             identity=env.get("MSO_IDENTITY") or env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            pod=(env["POD_NAME"], env["POD_UID"]) if env.get("POD_NAME") and env.get("POD_UID") else None,
             shards=max(1, int(env.get("MSO_SHARDS", "16"))),
             lease_seconds=float(env.get("MSO_LEASE_SECONDS", "15")),
             lease_renew_seconds=float(env.get("MSO_LEASE_RENEW_SECONDS", "2")),

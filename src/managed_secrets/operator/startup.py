@@ -152,7 +152,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Membership first: which shards (and whether the cluster-wide jobs) are this replica's.
     share = Share(cfg.shards)
     coordinator = Coordinator(
-        MemberLeases(api_client(2, cfg.identity), cfg.namespace),
+        MemberLeases(api_client(2, cfg.identity), cfg.namespace, cfg.pod),
         identity=cfg.identity,
         lease_name=lease_name(MEMBER_LEASE_PREFIX, cfg.identity),
         share=share,
