@@ -71,7 +71,8 @@ class Host:
 
 @dataclass(frozen=True)
 class SshSettings:
-    known_hosts: str = field(repr=False)
+    known_hosts: asyncssh.SSHKnownHosts = field(repr=False)
+    """``sshKey.knownHosts``, parsed once (``import_known_hosts``) for every connection of a step."""
     connect_timeout: float = 10.0
     command_timeout: float = 30.0
 
@@ -264,7 +265,7 @@ async def connect(
             host.port,
             username=username,
             client_keys=[key],
-            known_hosts=import_known_hosts(settings.known_hosts),
+            known_hosts=settings.known_hosts,
             agent_path=None,
             config=None,
             preferred_auth="publickey",

@@ -168,7 +168,7 @@ class HostsConfig:
                 "are never trusted on first use",
             )
         try:
-            import_known_hosts(known_hosts)
+            trusted = import_known_hosts(known_hosts)
         except ValueError as e:
             raise _invalid(step, f"{_FIELD}.knownHosts: {e}") from None
         numbers: dict[str, int] = {}
@@ -210,7 +210,7 @@ class HostsConfig:
             admin_secret=ref["name"],
             admin_key_name=key_name,
             settings=SshSettings(
-                known_hosts=known_hosts,
+                known_hosts=trusted,
                 connect_timeout=float(numbers["connectTimeoutSeconds"]),
                 command_timeout=float(numbers["commandTimeoutSeconds"]),
             ),
