@@ -9,11 +9,12 @@
 # Prints the directory that holds the binaries on its last line.
 set -euo pipefail
 
-K8S_VERSION=1.35.4
 ETCD_VERSION=3.6.16
 HELM_VERSION=3.22.0
 
 here=$(cd "$(dirname "$0")" && pwd)
+# K8S_VERSION and k8s_ldflags, shared with the node's build.
+source "$here/k8s-version.sh"
 cache=${MSO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets-operator}
 bin="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 mkdir -p "$bin"
@@ -27,19 +28,11 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver"
   log "using binaries from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 fi
 
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION \
- -X k8s.io/component-base/version.gitMajor=${K8S_VERSION%%.*} \
- -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) \
- -X k8s.io/component-base/version.gitTreeState=clean \
- -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION \
- -X k8s.io/client-go/pkg/version.gitMajor=${K8S_VERSION%%.*} \
- -X k8s.io/client-go/pkg/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
-
 for b in kube-apiserver kube-controller-manager kubectl; do
   if [ ! -x "$bin/$b" ]; then
     log "building $b v$K8S_VERSION (the first build takes many minutes)"
     start=$SECONDS
-    (cd "$here/controlplane" && go build -ldflags "$ldflags" -o "$bin/$b.tmp" "./cmd/$b")
+    (cd "$here/controlplane" && go build -ldflags "$k8s_ldflags" -o "$bin/$b.tmp" "./cmd/$b")
     mv "$bin/$b.tmp" "$bin/$b"
     log "built $b in $((SECONDS - start))s"
   fi

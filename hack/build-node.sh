@@ -20,7 +20,6 @@
 # Prints the directory that holds the binaries on its last line.
 set -euo pipefail
 
-K8S_VERSION=1.35.4
 CONTAINERD_VERSION=2.2.9
 CNI_PLUGINS_VERSION=1.10.0
 PAUSE_VERSION=mso-1
@@ -28,6 +27,8 @@ PAUSE_VERSION=mso-1
 IMAGES_REVISION=3
 
 here=$(cd "$(dirname "$0")" && pwd)
+# K8S_VERSION and k8s_ldflags, shared with the control plane's build.
+source "$here/k8s-version.sh"
 cache=${MSO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets-operator}
 bin="$cache/bin/node-k8s-$K8S_VERSION-containerd-$CONTAINERD_VERSION-cni-$CNI_PLUGINS_VERSION-pause-$PAUSE_VERSION"
 images="$bin/images-r$IMAGES_REVISION"
@@ -65,13 +66,6 @@ file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not t
 
 # --- Go binaries -------------------------------------------------------------------------------------------
 
-k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION \
- -X k8s.io/component-base/version.gitMajor=${K8S_VERSION%%.*} \
- -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) \
- -X k8s.io/component-base/version.gitTreeState=clean \
- -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION \
- -X k8s.io/client-go/pkg/version.gitMajor=${K8S_VERSION%%.*} \
- -X k8s.io/client-go/pkg/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
 ctrd_pkg=github.com/containerd/containerd/v2
 ctrd_ldflags="-s -w -X $ctrd_pkg/version.Version=v$CONTAINERD_VERSION -X $ctrd_pkg/version.Package=$ctrd_pkg \
  -X $ctrd_pkg/version.Revision=go-module"
