@@ -27,6 +27,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import cluster as local_cluster
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import STORE_SECRET_TYPE, store_secret_name
 from support import kube
@@ -69,11 +70,8 @@ FORBIDDEN = re.compile(r"APIForbiddenError|Forbidden|forbidden|HTTP 403|lacks |N
 
 @functools.cache
 def tools() -> Path:
-    """The directory with helm and kubectl (the last line printed by the cached control-plane build)."""
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True, capture_output=True, text=True
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
+    """The directory with helm and kubectl (the cached control-plane build)."""
+    return local_cluster.build_binaries()
 
 
 def run(tool: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

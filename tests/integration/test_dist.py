@@ -29,6 +29,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+import cluster as local_cluster
 import managed_secrets
 from support import kube
 from support.operator import GROUP, PLURAL, OperatorEnvironment, get_ms, managed_secret, wait_ready
@@ -260,7 +261,7 @@ def test_kubectl_runs_the_single_file_as_its_plugin_against_the_api_server(
 ) -> None:
     # As krew installs it: the file on PATH, run by kubectl through its #! line with the system python3 (and the
     # Kubernetes client vendored in it, which may be older than the venv's).
-    kubectl = run("bash", ROOT / "hack" / "build-controlplane.sh").stdout.strip().splitlines()[-1] + "/kubectl"
+    kubectl = str(local_cluster.build_binaries() / "kubectl")
     home = single_file.parent / "home"
     env = {
         "PATH": f"{single_file.parent}:{Path(system_python()).parent}:/usr/bin:/bin",

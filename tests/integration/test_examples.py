@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+import cluster as local_cluster
 from support import kube
 from support.operator import install_crd
 
@@ -21,10 +22,7 @@ HELM_CHART = ROOT / "examples" / "helm-chart"
 
 
 def kubectl() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True, capture_output=True, text=True
-    ).stdout
-    return out.strip().splitlines()[-1] + "/kubectl"
+    return str(local_cluster.build_binaries() / "kubectl")
 
 
 def test_examples_are_valid(admin: client.ApiClient, kubeconfig: str) -> None:

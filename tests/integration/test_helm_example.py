@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import cluster as local_cluster
 from managed_secrets.names import ROTATE_ANNOTATION
 from support import kube
 from support.operator import (
@@ -45,11 +46,8 @@ DELIMITERS_PATH = "spec.target.template.delimiters"
 
 @functools.cache
 def tools() -> Path:
-    """The directory with helm and kubectl (the last line printed by the cached control-plane build)."""
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True, capture_output=True, text=True
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
+    """The directory with helm and kubectl (the cached control-plane build)."""
+    return local_cluster.build_binaries()
 
 
 def run(tool: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

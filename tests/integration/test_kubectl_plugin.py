@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+import cluster as local_cluster
 from support import kube
 from support.https_endpoint import Call, Endpoint, Reply, value_reply
 from support.operator import (
@@ -33,10 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def kubectl_bin() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True, capture_output=True, text=True
-    ).stdout
-    return out.strip().splitlines()[-1] + "/kubectl"
+    return str(local_cluster.build_binaries() / "kubectl")
 
 
 def msecret(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+import cluster as local_cluster
 from managed_secrets.names import SOURCE_LABEL
 from managed_secrets.store import RecordKey
 from managed_secrets.store.kubernetes import store_secret_name
@@ -66,17 +66,8 @@ def events_for(admin: client.ApiClient, namespace: str, name: str) -> list[clien
 
 
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = (
-        subprocess.run(
-            ["bash", str(Path(__file__).resolve().parents[2] / "hack" / "build-controlplane.sh")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    return subprocess.run([f"{bin_dir}/kubectl", *args], capture_output=True, text=True, timeout=120, check=False)
+    kubectl = local_cluster.build_binaries() / "kubectl"
+    return subprocess.run([str(kubectl), *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_kubectl_wait_and_printer_columns(
