@@ -149,6 +149,12 @@ def test_no_hosts_is_the_local_strategy() -> None:
     assert strategy.targets(spec()) == ("127.0.0.1:2201", "bastion")
     assert not reaches_outside({"sshKey": {"algorithm": "ed25519"}})
     assert reaches_outside({"sshKey": spec()})
+    # The pool follows each strategy's is_local: databases and webhooks reach out, generated values do not.
+    assert reaches_outside({"database": {"engine": "postgresql"}})
+    assert reaches_outside({"external": {"url": "https://hook.example"}})
+    assert not reaches_outside({"generate": {"keys": [{"name": "password"}]}})
+    assert not reaches_outside({"valueFrom": {"secretRef": {"name": "s"}}})
+    assert not reaches_outside({})
 
 
 @pytest.mark.parametrize(

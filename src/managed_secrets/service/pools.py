@@ -14,20 +14,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["EXTERNAL_SOURCES", "WorkPools", "reaches_outside"]
+from managed_secrets.rotation.strategies import strategy_for
+
+__all__ = ["WorkPools", "reaches_outside"]
 
 T = TypeVar("T")
 
-EXTERNAL_SOURCES = ("database", "external")
-"""Value sources whose steps talk to systems outside the cluster."""
-
-
 def reaches_outside(spec: Mapping[str, Any]) -> bool:
-    """True for a spec whose steps talk to systems outside the cluster (an ``sshKey`` with hosts included)."""
-    ssh = spec.get("sshKey")
-    if isinstance(ssh, Mapping) and ssh.get("hosts"):
-        return True
-    return any(spec.get(s) is not None for s in EXTERNAL_SOURCES)
+    """True for a spec whose strategy's steps talk to systems outside the cluster (``is_local`` says no)."""
+    found = strategy_for(spec)
+    return found is not None and not found[0].is_local(found[1])
 
 
 class WorkPools:
