@@ -20,6 +20,7 @@ __all__ = ["WorkPools", "reaches_outside"]
 
 T = TypeVar("T")
 
+
 def reaches_outside(spec: Mapping[str, Any]) -> bool:
     """True for a spec whose strategy's steps talk to systems outside the cluster (``is_local`` says no)."""
     found = strategy_for(spec)
